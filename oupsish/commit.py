@@ -1,0 +1,237 @@
+"""Atomic commits: the writers' lock, staged files, the metadata swap, clean-up.
+
+The protocol, in the order a write performs it (see ``docs/design.md``):
+
+1. Take the writers' lock ``<name>.lock`` (``filelock``: released by the OS if the holder
+   dies, so a crashed writer never blocks the next one).
+2. Reload the committed snapshot from disk and remove leftovers of interrupted writes:
+   hidden ``*.tmp`` files and data files the snapshot does not list.
+3. Write each new row group to a hidden temporary file, ``fsync`` it, and rename it to its
+   final name, which no snapshot has ever listed (its commit number is new).
+4. Commit: write the new metadata file to a temporary file, ``fsync`` it, ``os.replace`` it
+   over ``<name>_opdmd`` and ``fsync`` the parent folder. This single rename is the commit
+   point: before it readers see the old state, after it the new one.
+5. Delete the files the new snapshot no longer lists, then release the lock.
+
+Committed data files are never modified nor renamed. Readers take no lock: they read the
+metadata file (one ``open``), then the files it names; if a file vanished because a later
+commit superseded it, they reload and retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import filelock
+
+from oupsish import faults
+from oupsish.errors import LockTimeoutError
+from oupsish.metadata import METADATA_SUFFIX, decode, encode
+from oupsish.naming import is_data_file_name
+from oupsish.snapshot import Snapshot
+
+__all__ = [
+    "DatasetPaths",
+    "Transaction",
+    "atomic_write",
+    "fsync_directory",
+    "read_snapshot",
+]
+
+TMP_SUFFIX = ".tmp"
+
+
+class DatasetPaths:
+    """Where a dataset's files live: its folder, metadata file and lock file."""
+
+    __slots__ = ("folder", "lock", "metadata")
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(os.path.abspath(folder))
+        if self.folder.name in ("", ".", ".."):
+            raise ValueError(f"'{folder}' cannot be a dataset folder: it needs a name.")
+        self.metadata = self.folder.with_name(self.folder.name + METADATA_SUFFIX)
+        self.lock = self.folder.with_name(self.folder.name + ".lock")
+
+    def data_file(self, name: str) -> Path:
+        """Return the path of the row-group file ``name``."""
+        return self.folder / name
+
+    def __repr__(self) -> str:
+        return f"DatasetPaths({str(self.folder)!r})"
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (created, renamed, removed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_path(target: Path) -> Path:
+    """Return a fresh hidden path beside ``target`` (ignored by Parquet readers)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_write(target: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success, make its content durable and move it to ``target``.
+
+    The caller writes the temporary file; this fsyncs it, replaces ``target`` in one
+    rename and fsyncs the folder. On any exception the temporary file is removed and
+    ``target`` is untouched.
+    """
+    temporary = temporary_path(target)
+    try:
+        yield temporary
+        fsync_file(temporary)
+        faults.checkpoint("before_replace", target)
+        os.replace(temporary, target)
+        faults.checkpoint("after_replace", target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fsync_directory(target.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's content to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_snapshot(paths: DatasetPaths) -> Snapshot:
+    """Return the committed snapshot of a dataset (empty when it has no metadata file)."""
+    try:
+        with open(paths.metadata, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return Snapshot.empty()
+    return decode(data, str(paths.metadata))
+
+
+def _is_leftover(name: str, listed: set[str]) -> bool:
+    if name.startswith(".") and name.endswith(TMP_SUFFIX):
+        return True
+    return is_data_file_name(name) and name not in listed
+
+
+def remove_leftovers(paths: DatasetPaths, snapshot: Snapshot) -> list[str]:
+    """Remove temporary files and unlisted data files of interrupted or superseded writes.
+
+    Only names oupsish creates are touched; foreign files are left alone.
+    """
+    removed = []
+    listed = set(snapshot.file_names)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(paths.folder):
+            if entry.is_file(follow_symlinks=False) and _is_leftover(entry.name, listed):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    prefix = f".{paths.metadata.name}."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(paths.metadata.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(TMP_SUFFIX):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+class Transaction:
+    """One write to one dataset: lock, stage files, commit once, clean up.
+
+    Use it as a context manager. Leaving the block without :meth:`commit` (or with an
+    exception) discards every staged file; the committed state is untouched.
+
+    Parameters
+    ----------
+    paths : DatasetPaths
+        The dataset.
+    lock_timeout : float or None
+        Seconds to wait for the writers' lock; ``None`` waits as long as needed.
+    """
+
+    def __init__(self, paths: DatasetPaths, lock_timeout: float | None) -> None:
+        self.paths = paths
+        self._lock = filelock.FileLock(
+            str(paths.lock), timeout=-1 if lock_timeout is None else lock_timeout
+        )
+        self._lock_timeout = lock_timeout
+        self._staged: list[Path] = []  # temporary files
+        self._placed: list[Path] = []  # staged files already renamed to final names
+        self._committed = False
+        self.snapshot = Snapshot.empty()
+
+    def __enter__(self) -> Transaction:
+        self.paths.folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeoutError(
+                f"dataset '{self.paths.folder}' is being written by another writer; its lock "
+                f"'{self.paths.lock}' was not acquired within {self._lock_timeout} s."
+            ) from None
+        try:
+            self.snapshot = read_snapshot(self.paths)
+            remove_leftovers(self.paths, self.snapshot)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def stage(self, name: str, write: Callable[[Path], None]) -> None:
+        """Write the data file ``name`` through ``write(path)``, durably, under a hidden name."""
+        if not self._staged and not self._placed:
+            self.paths.folder.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(self.paths.data_file(name))
+        self._staged.append(temporary)
+        write(temporary)
+        fsync_file(temporary)
+        faults.checkpoint("after_data_file", temporary)
+
+    def commit(self, snapshot: Snapshot) -> None:
+        """Publish staged files and ``snapshot`` atomically, then remove superseded files."""
+        for temporary in self._staged:
+            final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
+            os.replace(temporary, final)
+            self._placed.append(final)
+        self._staged.clear()
+        if self._placed:
+            fsync_directory(self.paths.folder)
+        faults.checkpoint("before_metadata", self.paths.metadata)
+        with atomic_write(self.paths.metadata) as temporary:
+            temporary.write_bytes(encode(snapshot))
+        self._committed = True
+        faults.checkpoint("after_metadata", self.paths.metadata)
+        superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
+        for name in sorted(superseded):
+            # Best effort: the commit has happened; the next writer removes what remains.
+            with contextlib.suppress(OSError):
+                os.unlink(self.paths.data_file(name))
+            faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
+        self.snapshot = snapshot
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                for path in [*self._staged, *self._placed]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+        finally:
+            self._lock.release()

@@ -1,0 +1,407 @@
+"""``OrderedParquetDataset``: one ordered dataset, one row group per Parquet file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from oupsish.commit import DatasetPaths, Transaction, read_snapshot
+from oupsish.errors import ReadOnlyError
+from oupsish.frames import OrderedOn
+from oupsish.io import DEFAULT_COMPRESSION, ParquetOptions
+from oupsish.naming import parse_name
+from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
+from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
+from oupsish.snapshot import Snapshot
+from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
+
+__all__ = ["DatasetView", "OrderedParquetDataset", "write"]
+
+_Signature = tuple[int, int, int, int]
+
+
+def _file_id(name: str) -> str:
+    return name[len("file_") : -len(".parquet")]
+
+
+def _row_group_stats(snapshot: Snapshot, indices: Sequence[int] | range) -> pd.DataFrame:
+    stats = snapshot.stats.take(pa.array(list(indices), pa.int64()))
+    frame = stats.to_pandas()
+    frame.insert(0, "file_ids", [_file_id(name) for name in frame.pop("file_names")])
+    return frame
+
+
+def _check_lock_timeout(lock_timeout: float | None) -> float | None:
+    if lock_timeout is not None and (
+        isinstance(lock_timeout, bool)
+        or not isinstance(lock_timeout, int | float)
+        or lock_timeout < 0
+    ):
+        raise ValueError(f"lock_timeout must be None or a number >= 0, got {lock_timeout!r}.")
+    return lock_timeout
+
+
+class _Reader:
+    """Reading shared by datasets and their views: a snapshot source and a row-group subset."""
+
+    _paths: DatasetPaths
+
+    def _load(self, force: bool) -> Snapshot:
+        raise NotImplementedError
+
+    def _indices(self, snapshot: Snapshot) -> range | Sequence[int]:
+        return range(len(snapshot))
+
+    def _schema(self, snapshot: Snapshot) -> pa.Schema | None:
+        return schema_of(self._paths, snapshot)
+
+    @property
+    def dirpath(self) -> Path:
+        """The dataset's folder."""
+        return self._paths.folder
+
+    @property
+    def ordered_on(self) -> OrderedOn | None:
+        """The column rows are ordered on."""
+        return self._load(False).ordered_on
+
+    @property
+    def key_value_metadata(self) -> dict[str, str]:
+        """The user's key-value metadata (a copy)."""
+        return dict(self._load(False).key_value_metadata)
+
+    @property
+    def row_group_stats(self) -> pd.DataFrame:
+        """One row per row group: ``file_ids``, ``n_rows``, ``ordered_on_mins``/``maxs``."""
+        snapshot = self._load(False)
+        return _row_group_stats(snapshot, self._indices(snapshot))
+
+    def __len__(self) -> int:
+        return len(self._indices(self._load(False)))
+
+    def _read_table(
+        self,
+        snapshot: Snapshot,
+        start: object,
+        end_excl: object,
+        columns: Sequence[Hashable] | None,
+    ) -> pa.Table:
+        schema = self._schema(snapshot)
+        indices = self._indices(snapshot)
+        if isinstance(indices, range) and indices == range(len(snapshot)):
+            return read_table(
+                self._paths, snapshot, schema, Range.of(snapshot, schema, start, end_excl), columns
+            )
+        return read_row_groups(self._paths, snapshot, schema, indices)
+
+    def to_pandas(self) -> pd.DataFrame | None:
+        """Return all rows in ``ordered_on`` order with a fresh index, or ``None`` if empty."""
+        table = retrying(self._load, lambda snapshot: self._read_table(snapshot, None, None, None))
+        if table.num_rows == 0:
+            return None
+        return to_frame(table)
+
+
+class OrderedParquetDataset(_Reader):
+    """A dataset of rows ordered on one column, stored as one row group per Parquet file.
+
+    Creating the object touches nothing on disk; the first :meth:`write` creates the
+    folder ``dirpath``, the metadata file ``<dirpath>_opdmd`` beside it and the lock file
+    ``<dirpath>.lock``. Every read sees one committed state; writers are serialised by the
+    lock, held only while writing.
+
+    Parameters
+    ----------
+    dirpath : str or os.PathLike
+        The dataset's folder.
+    ordered_on : str, optional
+        The column rows are ordered on. Fixed by the first write; giving another value for
+        an existing dataset raises ``ValueError``.
+    lock_timeout : float, optional
+        Seconds a write waits for another writer of this dataset; ``None`` waits as long
+        as needed. On expiry, ``TimeoutError`` names the dataset.
+    lock_lifetime : float, optional
+        Accepted for compatibility with ``oups``, without effect: a lock held by a process
+        that died is released by the operating system.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ds = OrderedParquetDataset(f"{tmp}/ds", ordered_on="ts")
+    ...     ds.write(df=pd.DataFrame({"ts": [1, 2, 3], "v": [1.0, 2.0, 3.0]}))
+    ...     ds.read(start=2).to_dict("list")
+    {'ts': [2, 3], 'v': [2.0, 3.0]}
+    """
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str],
+        ordered_on: OrderedOn | None = None,
+        lock_timeout: float | None = None,
+        lock_lifetime: float | None = None,
+    ) -> None:
+        self._paths = DatasetPaths(dirpath)
+        self._lock_timeout = _check_lock_timeout(lock_timeout)
+        self._cache: tuple[_Signature | None, Snapshot] | None = None
+        snapshot = self._load(False)
+        self._requested_ordered_on = resolve_ordered_on(
+            snapshot.ordered_on, ordered_on, str(self._paths.folder)
+        )
+
+    def _signature(self) -> _Signature | None:
+        try:
+            stat = os.stat(self._paths.metadata)
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+    def _load(self, force: bool) -> Snapshot:
+        """Return the committed snapshot, re-reading the metadata file only if it changed."""
+        signature = self._signature()
+        if not force and self._cache is not None and self._cache[0] == signature:
+            return self._cache[1]
+        snapshot = read_snapshot(self._paths) if signature is not None else Snapshot.empty()
+        self._cache = (signature, snapshot)
+        return snapshot
+
+    def __repr__(self) -> str:
+        return f"OrderedParquetDataset({str(self._paths.folder)!r})"
+
+    @property
+    def ordered_on(self) -> OrderedOn | None:
+        """The column rows are ordered on."""
+        return self._load(False).ordered_on or self._requested_ordered_on
+
+    @property
+    def is_newly_initialized(self) -> bool:
+        """Whether the dataset has no metadata file on disk yet."""
+        return not self._load(False).exists
+
+    @property
+    def max_file_id(self) -> int:
+        """Highest top-level file id in use (``-1`` when empty)."""
+        names = self._load(False).file_names
+        return max((parse_name(name)[0][0] for name in names), default=-1)
+
+    def snapshot(self) -> Snapshot:
+        """Return the current committed state (an immutable :class:`Snapshot`)."""
+        return self._load(False)
+
+    def __getitem__(self, item: int | slice) -> DatasetView:
+        snapshot = self._load(False)
+        count = len(snapshot)
+        if isinstance(item, slice):
+            indices = range(count)[item]
+            if indices.step < 0:
+                raise ValueError("a view keeps row groups in order: its step must be positive.")
+            return DatasetView(self._paths, snapshot, indices)
+        if isinstance(item, int | np.integer) and not isinstance(item, bool):
+            index = int(item)
+            if not -count <= index < count:
+                raise IndexError(
+                    f"row group {index} out of range: dataset '{self.dirpath}' has {count}."
+                )
+            return DatasetView(self._paths, snapshot, range(index % count, index % count + 1))
+        raise TypeError(f"row groups are selected by int or slice, not {type(item).__name__}.")
+
+    def read(
+        self,
+        start: object = None,
+        end_excl: object = None,
+        columns: Sequence[Hashable] | None = None,
+    ) -> pd.DataFrame:
+        """Return the rows with ``start <= ordered_on < end_excl``, reading only what is needed.
+
+        Parameters
+        ----------
+        start, end_excl : optional
+            Bounds comparable with ``ordered_on`` values (a timestamp for a datetime
+            column); ``None`` leaves that side open.
+        columns : list, optional
+            Columns to return, in this order; all by default.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Possibly empty, with a ``RangeIndex`` starting at 0.
+        """
+        return to_frame(self.to_arrow(start, end_excl, columns))
+
+    def to_arrow(
+        self,
+        start: object = None,
+        end_excl: object = None,
+        columns: Sequence[Hashable] | None = None,
+    ) -> pa.Table:
+        """Return the rows of ``[start, end_excl)`` as a ``pyarrow.Table`` (see :meth:`read`)."""
+        return retrying(
+            self._load, lambda snapshot: self._read_table(snapshot, start, end_excl, columns)
+        )
+
+    def write(
+        self,
+        *,
+        df: pd.DataFrame | None = None,
+        ordered_on: OrderedOn | None = None,
+        row_group_target_size: int | str = DEFAULT_ROW_GROUP_TARGET_SIZE,
+        duplicates_on: str | Sequence[Hashable] | None = None,
+        max_n_off_target_rgs: int | None = None,
+        key_value_metadata: Mapping[str, str | None] | None = None,
+        compression: str | None = DEFAULT_COMPRESSION,
+        **parquet_options: Any,
+    ) -> None:
+        """Merge ``df`` into the dataset, in order, in one atomic commit.
+
+        Rows after the last stored value are appended; rows falling among stored rows are
+        merged with the row groups they overlap, which are rewritten; other row groups are
+        neither read nor rewritten. Equal ``ordered_on`` values keep insertion order:
+        stored rows first. The caller's frame and lists are never modified.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame, optional
+            New rows, sorted on ``ordered_on``, with no null there. ``None`` or an empty
+            frame writes no rows (metadata and resizing still apply).
+        ordered_on : str, optional
+            Required by the first write unless given to the constructor.
+        row_group_target_size : int or str, default 6_345_000
+            Rows per row group, or a pandas frequency (``"1D"``, ``"MS"``) giving each
+            period its own row group(s).
+        duplicates_on : str or list, optional
+            Drop rows equal on these columns (plus ``ordered_on``), keeping the last, i.e.
+            new data wins; ``[]`` compares all columns. Only new rows and the row groups
+            they overlap are deduplicated.
+        max_n_off_target_rgs : int, optional
+            ``None`` appends row groups as they come. An int ``n`` merges off-target row
+            groups (under 80% of the target, or several in one period) next to the new
+            rows once there would be more than ``n`` (``0`` behaves like ``1``).
+        key_value_metadata : dict, optional
+            Keys to add or update; a ``None`` value removes the key. Committed with the rows.
+        compression : str, default "snappy"
+            Parquet codec of new files.
+        **parquet_options
+            Further options of :func:`pyarrow.parquet.write_table` (``compression_level``,
+            ``use_dictionary``...).
+
+        Raises
+        ------
+        ValueError
+            If the frame is unsorted, has nulls in ``ordered_on``, lacks it, or its
+            columns or types differ from the dataset's; if an option is invalid.
+        TimeoutError
+            If another writer holds the dataset longer than ``lock_timeout``.
+        """
+        options = WriteOptions(
+            ordered_on=ordered_on if ordered_on is not None else self._requested_ordered_on,
+            row_group_target_size=row_group_target_size,
+            duplicates_on=duplicates_on,
+            max_n_off_target_rgs=max_n_off_target_rgs,
+            key_value_metadata=key_value_metadata,
+            parquet=ParquetOptions.from_kwargs(compression, parquet_options),
+        )
+        snapshot = write_dataset(self._paths, df, options, self._lock_timeout)
+        self._cache = (self._signature(), snapshot)
+
+    def remove_from_disk(self, preserve_metadata: bool = False, release_lock: bool = True) -> None:
+        """Delete the dataset's files.
+
+        Parameters
+        ----------
+        preserve_metadata : bool, default False
+            Keep an empty dataset with its ``ordered_on``, schema and key-value metadata
+            instead of removing everything.
+        release_lock : bool, default True
+            Accepted for compatibility with ``oups``; the lock is only held while writing.
+        """
+        paths = self._paths
+        if not paths.metadata.exists() and not paths.folder.exists():
+            return
+        with Transaction(paths, self._lock_timeout) as txn:
+            snapshot = txn.snapshot
+            if preserve_metadata and snapshot.exists:
+                empty = Snapshot.empty().stats
+                if len(snapshot):
+                    empty = snapshot.stats.slice(0, 0)
+                txn.commit(
+                    snapshot.successor(
+                        ordered_on=snapshot.ordered_on,
+                        schema=schema_of(paths, snapshot),
+                        key_value_metadata=snapshot.key_value_metadata,
+                        stats=empty,
+                    )
+                )
+            else:
+                # Removing the metadata file first is the atomic step: the dataset is gone.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(paths.metadata)
+                shutil.rmtree(paths.folder, ignore_errors=True)
+                # Unlinked while held: a waiting writer sees a dead inode and retries.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(paths.lock)
+        self._cache = None
+
+
+class DatasetView(_Reader):
+    """A read-only view over some row groups of one snapshot of a dataset."""
+
+    def __init__(self, paths: DatasetPaths, snapshot: Snapshot, indices: range) -> None:
+        self._paths = paths
+        self._snapshot = snapshot
+        self._range = indices
+
+    def _load(self, force: bool) -> Snapshot:
+        return self._snapshot
+
+    def _indices(self, snapshot: Snapshot) -> range:
+        return self._range
+
+    def __repr__(self) -> str:
+        return f"DatasetView({str(self._paths.folder)!r}, row_groups={self._range})"
+
+    def __getitem__(self, item: int | slice) -> DatasetView:
+        if isinstance(item, slice):
+            indices = self._range[item]
+            if indices.step < 0:
+                raise ValueError("a view keeps row groups in order: its step must be positive.")
+            return DatasetView(self._paths, self._snapshot, indices)
+        count = len(self._range)
+        if not -count <= int(item) < count:
+            raise IndexError(f"row group {item} out of range: the view has {count}.")
+        index = self._range[int(item)]
+        return DatasetView(self._paths, self._snapshot, range(index, index + 1))
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse: views are read-only."""
+        raise ReadOnlyError("cannot write through a read-only view of a dataset.")
+
+    def remove_from_disk(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse: views are read-only."""
+        raise ReadOnlyError("cannot remove a dataset through a read-only view.")
+
+
+def write(
+    dirpath: str | os.PathLike[str] | OrderedParquetDataset,
+    ordered_on: OrderedOn | None = None,
+    df: pd.DataFrame | None = None,
+    **options: Any,
+) -> None:
+    """Write ``df`` into the dataset at ``dirpath`` (a path or a dataset).
+
+    Takes the options of :meth:`OrderedParquetDataset.write`. Prefer
+    ``store[key].write(...)`` in a :class:`~oupsish.Store`.
+    """
+    dataset = (
+        dirpath
+        if isinstance(dirpath, OrderedParquetDataset)
+        else OrderedParquetDataset(dirpath, ordered_on=ordered_on)
+    )
+    dataset.write(df=df, ordered_on=ordered_on, **options)

@@ -1,0 +1,39 @@
+"""Named points of the write path where tests inject faults (crashes, I/O errors).
+
+Production code calls :func:`checkpoint` at each step of a write. With no hook installed it
+is a single ``is None`` test. The durability tests install a hook that raises, or kills
+the process, at a chosen step, then check that the dataset reads as before or after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["STEPS", "checkpoint", "install"]
+
+STEPS = (
+    "after_data_file",  # a new row-group file is written and fsynced (hidden name)
+    "before_metadata",  # every new file has its final name; the commit has not happened
+    "before_replace",  # the new metadata file is written and fsynced, not yet in place
+    "after_replace",  # the commit point has passed; the folder is not yet fsynced
+    "after_metadata",  # the commit is durable; superseded files are still on disk
+    "after_superseded_removal",  # one superseded file was removed
+)
+
+Hook = Callable[[str, Path], None]
+
+_hook: Hook | None = None
+
+
+def install(hook: Hook | None) -> Hook | None:
+    """Install ``hook(step, path)`` (``None`` removes it); return the previous hook."""
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
+def checkpoint(step: str, path: Path) -> None:
+    """Call the installed hook, if any, at ``step`` of a write touching ``path``."""
+    if _hook is not None:
+        _hook(step, path)

@@ -1,0 +1,278 @@
+"""From the user's frame to an Arrow table of the dataset's schema, with every check.
+
+The schema of a dataset is fixed by its first write. Later frames must have the same
+columns (in any order) with the same types, up to lossless differences a user cannot
+easily control: timestamp resolution (``ns`` vs ``us``), ``string`` vs ``large_string``,
+the index width of categoricals (whose categories may grow from one write to the next).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+
+from oupsish.errors import InvalidFrameError, SchemaMismatchError
+
+__all__ = [
+    "arrow_name",
+    "bound_value",
+    "check_frame",
+    "frame_to_table",
+    "normalize_duplicates_on",
+    "ordered_values",
+    "storage_schema",
+]
+
+OrderedOn = str | tuple[str, ...]
+
+_DICTIONARY_INDEX = pa.int32()
+
+
+def arrow_name(label: Hashable) -> str:
+    """Return the Arrow column name pyarrow gives to a pandas column label."""
+    if isinstance(label, str):
+        return label
+    if isinstance(label, tuple):
+        return str(tuple(arrow_name(part) for part in label))
+    return str(label)
+
+
+def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame:
+    """Check that ``df`` can be written: a DataFrame, ordered on a clean, sorted column.
+
+    Raises
+    ------
+    TypeError
+        If ``df`` is not a pandas DataFrame.
+    InvalidFrameError
+        If ``ordered_on`` is missing, has nulls, is not sorted, or column names repeat.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(
+            f"df must be a pandas DataFrame, got {type(df).__name__} (dataset '{dataset}')."
+        )
+    duplicated = df.columns[df.columns.duplicated()].unique().tolist()
+    if duplicated:
+        raise InvalidFrameError(
+            f"column names must be unique; repeated: {duplicated} (dataset '{dataset}')."
+        )
+    if ordered_on not in df.columns:
+        hint = ""
+        if ordered_on in (df.index.names or []):
+            hint = " It is the frame's index: call df.reset_index() first."
+        raise InvalidFrameError(
+            f"ordered_on column {ordered_on!r} is not in the frame's columns "
+            f"{df.columns.tolist()} (dataset '{dataset}').{hint}"
+        )
+    column = df[ordered_on]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        raise InvalidFrameError(
+            f"ordered_on column {ordered_on!r} is categorical; it must hold ordered values "
+            f"such as timestamps or numbers (dataset '{dataset}')."
+        )
+    nulls = column.isna()
+    if nulls.any():
+        first = int(np.flatnonzero(nulls.to_numpy())[0])
+        raise InvalidFrameError(
+            f"ordered_on column {ordered_on!r} has {int(nulls.sum())} null/NaN/NaT value(s), "
+            f"first at row {first} (dataset '{dataset}')."
+        )
+    if not column.is_monotonic_increasing:
+        values = column.to_numpy()
+        decreasing = np.flatnonzero(values[1:] < values[:-1])
+        where = f", first at row {int(decreasing[0]) + 1}" if len(decreasing) else ""
+        raise InvalidFrameError(
+            f"the frame must be sorted ascending on {ordered_on!r}; it is not{where} "
+            f"(dataset '{dataset}')."
+        )
+    return df
+
+
+def normalize_duplicates_on(
+    duplicates_on: str | Sequence[Hashable] | None,
+    ordered_on: OrderedOn,
+    columns: Sequence[Hashable],
+    dataset: str,
+) -> list[Hashable] | None:
+    """Return the columns rows are compared on to drop duplicates, or ``None`` to keep all.
+
+    A name or list of names is extended with ``ordered_on``; ``[]`` means all columns. The
+    caller's list is never modified.
+    """
+    if duplicates_on is None:
+        return None
+    if isinstance(duplicates_on, str | tuple):
+        subset: list[Hashable] = [duplicates_on]
+    elif isinstance(duplicates_on, Sequence):
+        subset = list(duplicates_on)
+        if not subset:
+            return list(columns)
+    else:
+        raise TypeError(
+            f"duplicates_on must be None, a column name or a list of names, "
+            f"got {type(duplicates_on).__name__} (dataset '{dataset}')."
+        )
+    unknown = [name for name in subset if name not in columns]
+    if unknown:
+        raise InvalidFrameError(
+            f"duplicates_on names unknown column(s) {unknown}; columns are "
+            f"{list(columns)} (dataset '{dataset}')."
+        )
+    if ordered_on not in subset:
+        subset.append(ordered_on)
+    return subset
+
+
+def _normalize_type(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(arrow_type):
+        return pa.dictionary(_DICTIONARY_INDEX, arrow_type.value_type, arrow_type.ordered)
+    return arrow_type
+
+
+def storage_schema(schema: pa.Schema) -> pa.Schema:
+    """Return the schema a first frame is stored with (categoricals get int32 indices)."""
+    fields = [field.with_type(_normalize_type(field.type)) for field in schema]
+    normalized = pa.schema(fields)
+    return normalized.with_metadata(schema.metadata) if schema.metadata else normalized
+
+
+def _same_family(actual: pa.DataType, stored: pa.DataType) -> bool:
+    if actual.equals(stored) or pa.types.is_null(actual):
+        return True
+    if pa.types.is_timestamp(actual) and pa.types.is_timestamp(stored):
+        return bool(actual.tz == stored.tz)
+    strings = (pa.types.is_string, pa.types.is_large_string)
+    if any(f(actual) for f in strings) and any(f(stored) for f in strings):
+        return True
+    binaries = (pa.types.is_binary, pa.types.is_large_binary)
+    if any(f(actual) for f in binaries) and any(f(stored) for f in binaries):
+        return True
+    if pa.types.is_dictionary(actual) and pa.types.is_dictionary(stored):
+        return bool(actual.ordered == stored.ordered) and _same_family(
+            actual.value_type, stored.value_type
+        )
+    return False
+
+
+def _schema_problems(actual: pa.Schema, stored: pa.Schema) -> list[str]:
+    problems = []
+    missing = [name for name in stored.names if name not in actual.names]
+    extra = [name for name in actual.names if name not in stored.names]
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    if extra:
+        problems.append(f"extra column(s) {extra}")
+    for field in actual:
+        if field.name in stored.names:
+            expected = stored.field(field.name).type
+            if not _same_family(field.type, expected):
+                problems.append(
+                    f"column '{field.name}' is {field.type}, the dataset stores {expected}"
+                )
+    return problems
+
+
+def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> pa.Table:
+    """Convert a checked frame to an Arrow table with the dataset's stored schema.
+
+    With no stored schema yet (first write), the frame's own schema, normalized by
+    :func:`storage_schema`, becomes the dataset's.
+
+    Raises
+    ------
+    SchemaMismatchError
+        If columns are missing, extra or of another type than the stored schema.
+    """
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise InvalidFrameError(
+            f"the frame cannot be converted to Arrow: {error} (dataset '{dataset}')."
+        ) from error
+    if stored is None:
+        return table.cast(storage_schema(table.schema))
+    problems = _schema_problems(table.schema, stored)
+    if problems:
+        raise SchemaMismatchError(
+            f"the frame does not match the schema of dataset '{dataset}': "
+            + "; ".join(problems)
+            + "."
+        )
+    table = table.select(stored.names)
+    try:
+        return table.cast(stored)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise SchemaMismatchError(
+            f"the frame's values do not fit the schema of dataset '{dataset}': {error}."
+        ) from error
+
+
+def ordered_values(column: pa.Array[Any] | pa.ChunkedArray[Any]) -> npt.NDArray[Any]:
+    """Return ``ordered_on`` values as a numpy array that compares like the column.
+
+    Timestamps with a timezone become UTC ``datetime64``; strings become objects.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        column = column.cast(pa.timestamp(column.type.unit))
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def _ceil_to_unit(nanoseconds: int, unit: str) -> int:
+    per_unit = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    return -((-nanoseconds) // per_unit)
+
+
+def bound_value(value: object, arrow_type: pa.DataType, column: OrderedOn) -> Any:
+    """Convert a range bound to a value comparable with :func:`ordered_values`.
+
+    The result ``b`` is such that, for any stored value ``v``, ``v >= b`` and ``v < b`` mean
+    the same as comparing ``v`` with ``value`` itself (bounds finer than the column's
+    resolution are rounded up).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` cannot be compared with the column (for instance a naive timestamp
+        for a timezone-aware column).
+    """
+    if pa.types.is_timestamp(arrow_type):
+        try:
+            stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"bound {value!r} is not a timestamp, as column {column!r} requires."
+            ) from error
+        if stamp is pd.NaT:
+            raise TypeError(f"bound for column {column!r} cannot be NaT.")
+        if (stamp.tzinfo is None) != (arrow_type.tz is None):
+            state = "tz-naive" if stamp.tzinfo is None else "tz-aware"
+            expected = f"tz-aware ({arrow_type.tz})" if arrow_type.tz else "tz-naive"
+            raise TypeError(f"bound {value!r} is {state}, but column {column!r} is {expected}.")
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        unit = arrow_type.unit
+        return np.datetime64(_ceil_to_unit(stamp.as_unit("ns").value, unit), unit)
+    if pa.types.is_integer(arrow_type):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise TypeError(f"bound {value!r} is not a number, as column {column!r} requires.")
+        return math.ceil(value)
+    if pa.types.is_floating(arrow_type):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise TypeError(f"bound {value!r} is not a number, as column {column!r} requires.")
+        return float(value)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        if not isinstance(value, str):
+            raise TypeError(f"bound {value!r} is not a string, as column {column!r} requires.")
+        return value
+    try:
+        return pa.scalar(value).cast(arrow_type).as_py()  # type: ignore[call-overload]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+        raise TypeError(f"bound {value!r} cannot be compared with column {column!r}.") from error

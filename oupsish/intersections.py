@@ -1,0 +1,226 @@
+"""Synchronized iteration over several datasets: ``Store.iter_intersections``.
+
+Spans ``[lo, hi)`` of ``ordered_on`` values are cut where a row group starts in any of the
+datasets (row groups sharing an edge value count as one), so each step holds about one row
+group per dataset in memory. Each yield maps every key to its rows in the span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+
+from oupsish.commit import DatasetPaths
+from oupsish.frames import OrderedOn, arrow_name, ordered_values
+from oupsish.read import Range, read_row_groups, to_frame
+from oupsish.snapshot import Snapshot
+from oupsish.writer import schema_of
+
+__all__ = ["KeySource", "iter_intersections"]
+
+SnapshotLoader = Callable[[bool], Snapshot]
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """What ``iter_intersections`` needs of one dataset: its paths and current snapshot."""
+
+    key: Hashable
+    paths: DatasetPaths
+    load: SnapshotLoader
+
+
+def _unit_starts(snapshot: Snapshot) -> npt.NDArray[np.bool_]:
+    """Row groups that start a unit: those not sharing their first value with the previous."""
+    starts = np.ones(len(snapshot), dtype=bool)
+    if len(snapshot) > 1:
+        starts[1:] = snapshot.mins[1:] != snapshot.maxs[:-1]
+    return starts
+
+
+def _family(arrow_type: pa.DataType) -> tuple[str, Any]:
+    if pa.types.is_timestamp(arrow_type):
+        return ("timestamp", arrow_type.tz)
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        return ("number", None)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return ("string", None)
+    return (str(arrow_type), None)
+
+
+@dataclass
+class _KeyStream:
+    """Rows of one dataset, loaded row group by row group, handed out span by span."""
+
+    source: KeySource
+    snapshot: Snapshot
+    schema: pa.Schema | None
+    column: str
+    bounds: Range
+    n_prev: int
+    next_rg: int = 0
+    last_rg: int = 0
+    pending: pa.Table | None = None
+    pending_values: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0))
+    trim_below: Any = None
+    prefix: pa.Table | None = None
+
+    def start(self) -> None:
+        self.next_rg, self.last_rg = self.bounds.row_groups(self.snapshot)
+        self.trim_below = self.bounds.start
+        if self.n_prev and self.bounds.start is not None:
+            self.prefix = self._rows_before(self.next_rg, self.n_prev)
+
+    def boundaries(self) -> npt.NDArray[Any]:
+        """Return the first values of the units after the first one in range, below the end."""
+        starts = np.flatnonzero(_unit_starts(self.snapshot))
+        inside = starts[(starts > self.next_rg) & (starts < self.last_rg)]
+        return np.asarray(self.snapshot.mins[inside])
+
+    def _read(self, indices: Sequence[int]) -> pa.Table:
+        return read_row_groups(self.source.paths, self.snapshot, self.schema, indices)
+
+    def _rows_before(self, first_rg: int, n: int) -> pa.Table:
+        """Return up to ``n`` rows just before ``start``."""
+        pieces: list[pa.Table] = []
+        count = 0
+        index = min(first_rg, len(self.snapshot) - 1)
+        while index >= 0 and count < n:
+            table = self._read([index])
+            values = ordered_values(table.column(self.column))
+            below = int(np.searchsorted(values, self.bounds.start, "left"))  # type: ignore[call-overload]
+            table = table.slice(0, below)
+            pieces.insert(0, table)
+            count += table.num_rows
+            index -= 1
+        if not pieces:
+            return self._empty()
+        rows = pa.concat_tables(pieces)
+        return rows.slice(max(0, rows.num_rows - n))
+
+    def _empty(self) -> pa.Table:
+        if self.schema is not None:
+            return self.schema.empty_table()
+        return pa.table({})
+
+    def _load_until(self, hi: Any) -> None:
+        loaded = []
+        while self.next_rg < self.last_rg and (hi is None or self.snapshot.mins[self.next_rg] < hi):
+            loaded.append(self.next_rg)
+            self.next_rg += 1
+        if not loaded:
+            return
+        table = self._read(loaded)
+        values = ordered_values(table.column(self.column))
+        if self.trim_below is not None:
+            cut = int(np.searchsorted(values, self.trim_below, "left"))
+            table, values = table.slice(cut), values[cut:]
+        if self.pending is None or self.pending.num_rows == 0:
+            self.pending, self.pending_values = table, values
+        else:
+            self.pending = pa.concat_tables([self.pending, table])
+            self.pending_values = np.concatenate([self.pending_values, values])
+
+    def take_until(self, lo: Any, hi: Any) -> pa.Table:
+        """Return the rows below ``hi`` (all remaining rows of the range when ``None``)."""
+        try:
+            self._load_until(hi)
+        except FileNotFoundError:
+            self._reload(lo)
+            self._load_until(hi)
+        if self.pending is None:
+            rows = self._empty()
+        else:
+            cut = (
+                len(self.pending_values)
+                if hi is None
+                else int(np.searchsorted(self.pending_values, hi, "left"))
+            )
+            rows = self.pending.slice(0, cut)
+            self.pending = self.pending.slice(cut)
+            self.pending_values = self.pending_values[cut:]
+        if self.prefix is not None:
+            rows = pa.concat_tables([self.prefix, rows]) if rows.num_rows else self.prefix
+            self.prefix = None
+        return rows
+
+    def _reload(self, lo: Any) -> None:
+        """Continue from ``lo`` on a new snapshot: a concurrent commit removed a file."""
+        self.snapshot = self.source.load(True)
+        resumed = Range(lo, self.bounds.end_excl)
+        self.next_rg, self.last_rg = resumed.row_groups(self.snapshot)
+        self.trim_below = lo
+        self.pending, self.pending_values = None, np.empty(0)
+
+
+def _n_prev_list(n_prev: int | Sequence[int], n_keys: int) -> list[int]:
+    values = [n_prev] * n_keys if isinstance(n_prev, int | np.integer) else list(n_prev)
+    if len(values) != n_keys:
+        raise ValueError(f"n_prev has {len(values)} values for {n_keys} keys.")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"n_prev values must be ints >= 0, got {value!r}.")
+    return [int(value) for value in values]
+
+
+def iter_intersections(
+    sources: Sequence[KeySource],
+    start: object = None,
+    n_prev: int | Sequence[int] = 0,
+    end_excl: object = None,
+) -> Iterator[dict[Hashable, pd.DataFrame]]:
+    """Yield ``{key: rows in span}`` for consecutive spans covering ``[start, end_excl)``.
+
+    See :meth:`oupsish.Store.iter_intersections`.
+    """
+    counts = _n_prev_list(n_prev, len(sources))
+    snapshots = [source.load(False) for source in sources]
+    streams: list[_KeyStream] = []
+    reference: tuple[Hashable, OrderedOn, tuple[str, Any]] | None = None
+    for source, snapshot, count in zip(sources, snapshots, counts, strict=True):
+        schema = schema_of(source.paths, snapshot)
+        if snapshot.ordered_on is None or schema is None:
+            continue  # an empty dataset: its frames stay empty
+        family = _family(schema.field(arrow_name(snapshot.ordered_on)).type)
+        if reference is None:
+            reference = (source.key, snapshot.ordered_on, family)
+        elif snapshot.ordered_on != reference[1] or family != reference[2]:
+            raise ValueError(
+                f"keys must share their ordered_on column: '{reference[0]}' is ordered on "
+                f"{reference[1]!r} ({reference[2][0]}), '{source.key}' on "
+                f"{snapshot.ordered_on!r} ({family[0]})."
+            )
+        bounds = Range.of(snapshot, schema, start, end_excl)
+        stream = _KeyStream(
+            source, snapshot, schema, arrow_name(snapshot.ordered_on), bounds, count
+        )
+        stream.start()
+        streams.append(stream)
+    if not any(stream.next_rg < stream.last_rg for stream in streams):
+        return
+    all_boundaries = [stream.boundaries() for stream in streams]
+    spans: list[Any] = list(np.unique(np.concatenate(all_boundaries))) if all_boundaries else []
+    spans.append(streams[0].bounds.end_excl)
+    empty_frames = {
+        source.key: pd.DataFrame()
+        for source, snapshot in zip(sources, snapshots, strict=True)
+        if not any(stream.source is source for stream in streams)
+    }
+    by_key = {stream.source.key: stream for stream in streams}
+    lo = streams[0].bounds.start
+    for hi in spans:
+        chunk: dict[Hashable, pd.DataFrame] = {}
+        for source in sources:
+            key_stream = by_key.get(source.key)
+            if key_stream is None:
+                chunk[source.key] = empty_frames[source.key]
+            else:
+                chunk[source.key] = to_frame(key_stream.take_until(lo, hi))
+        yield chunk
+        lo = hi

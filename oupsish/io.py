@@ -1,0 +1,92 @@
+"""Parquet encoding and decoding of row-group files (one row group per file)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+__all__ = ["DEFAULT_COMPRESSION", "ParquetOptions", "read_files", "read_schema", "write_file"]
+
+DEFAULT_COMPRESSION = "snappy"
+
+_WRITE_TABLE_OPTIONS = frozenset(
+    {
+        "compression_level",
+        "use_dictionary",
+        "write_statistics",
+        "data_page_size",
+        "data_page_version",
+        "column_encoding",
+        "use_byte_stream_split",
+        "dictionary_pagesize_limit",
+        "write_page_index",
+        "write_page_checksum",
+        "sorting_columns",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ParquetOptions:
+    """How row-group files are encoded.
+
+    Parameters
+    ----------
+    compression : str or None
+        Codec of every column (``"snappy"``, ``"zstd"``, ``"lz4"``, ``"gzip"``, ``"none"``).
+    extra : dict
+        Further keyword arguments of :func:`pyarrow.parquet.write_table`
+        (``compression_level``, ``use_dictionary``, ``data_page_size``...).
+    """
+
+    compression: str | None = DEFAULT_COMPRESSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_kwargs(cls, compression: str | None, kwargs: dict[str, Any]) -> ParquetOptions:
+        """Validate ``write()`` keyword arguments meant for the Parquet writer."""
+        unknown = sorted(set(kwargs) - _WRITE_TABLE_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword argument(s) {unknown}; Parquet options accepted are "
+                f"'compression' and {sorted(_WRITE_TABLE_OPTIONS)}."
+            )
+        return cls(compression, dict(kwargs))
+
+
+def write_file(path: Path, table: pa.Table, options: ParquetOptions) -> None:
+    """Write ``table`` as a Parquet file holding exactly one row group."""
+    pq.write_table(
+        table,
+        path,
+        row_group_size=max(1, table.num_rows),
+        compression=options.compression or "none",  # type: ignore[arg-type]
+        **options.extra,
+    )
+
+
+def read_schema(path: Path) -> pa.Schema:
+    """Return the Arrow schema stored in a Parquet file."""
+    return pq.read_schema(path)
+
+
+def read_files(
+    paths: Sequence[Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read whole files, in the given order, into one table with ``schema``."""
+    if not paths:
+        if schema is None:
+            return pa.table({})
+        empty = schema.empty_table()
+        return empty.select(list(columns)) if columns is not None else empty
+    if len(paths) == 1:
+        selected = list(columns) if columns is not None else None
+        return pq.read_table(paths[0], columns=selected, schema=schema)
+    dataset = pads.dataset([str(path) for path in paths], schema=schema, format="parquet")
+    return dataset.to_table(columns=list(columns) if columns is not None else None)

@@ -1,0 +1,228 @@
+"""The metadata file ``<dataset>_opdmd``: encoding, decoding and the legacy reader.
+
+oupsish writes a small Parquet file: one row per row group (``file_names``, ``n_rows``,
+``ordered_on_mins``, ``ordered_on_maxs``, typed like the ``ordered_on`` column) and, under
+the schema metadata key ``oupsish``, a JSON document with the format version, the commit
+number, ``ordered_on``, the user's key-value metadata and the data schema (Arrow IPC,
+base64). Nothing in it is code: decoding never unpickles nor evaluates anything.
+
+Files written by the predecessor (``oups``) are Parquet too, with ``file_ids`` instead of
+names and a pickled ``dict`` of strings under the key ``oups``. That pickle is read by an
+unpickler that refuses every global, so it can only yield plain data, and anything but a
+dict of strings is rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oupsish.errors import CorruptDatasetError, UnsafeMetadataError
+from oupsish.frames import OrderedOn
+from oupsish.naming import format_name, is_data_file_name
+from oupsish.snapshot import STATS_COLUMNS, Snapshot, stats_table
+
+__all__ = ["FORMAT_VERSION", "METADATA_SUFFIX", "decode", "encode"]
+
+METADATA_SUFFIX = "_opdmd"
+FORMAT_VERSION = 1
+_KEY = b"oupsish"
+_LEGACY_KEY = b"oups"
+_LEGACY_ID_WIDTH = 5  # the predecessor pads ids to the width of the largest uint16
+
+
+def _ordered_on_to_json(ordered_on: OrderedOn | None) -> Any:
+    return list(ordered_on) if isinstance(ordered_on, tuple) else ordered_on
+
+
+def _ordered_on_from_json(value: Any) -> OrderedOn | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(part, str) for part in value):
+        return tuple(value)
+    raise ValueError(f"ordered_on is {value!r}, neither a string nor a list of strings")
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    """Return the bytes of the metadata file describing ``snapshot``."""
+    document = {
+        "format_version": FORMAT_VERSION,
+        "commit": snapshot.commit,
+        "ordered_on": _ordered_on_to_json(snapshot.ordered_on),
+        "key_value_metadata": dict(snapshot.key_value_metadata),
+        "schema": (
+            None
+            if snapshot.schema is None
+            else base64.b64encode(snapshot.schema.serialize().to_pybytes()).decode("ascii")
+        ),
+    }
+    table = snapshot.stats.replace_schema_metadata({_KEY: json.dumps(document).encode()})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="none")
+    return sink.getvalue()
+
+
+def _fail(source: str, reason: str) -> NoReturn:
+    raise CorruptDatasetError(f"metadata file '{source}' is not valid: {reason}.")
+
+
+def decode(data: bytes, source: str) -> Snapshot:
+    """Return the snapshot a metadata file describes.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole content of the metadata file.
+    source : str
+        Its path, for error messages.
+
+    Raises
+    ------
+    CorruptDatasetError
+        If the file is truncated, not Parquet, or inconsistent.
+    UnsafeMetadataError
+        If a predecessor's pickle references any global (code): it is never executed.
+    """
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as error:
+        _fail(source, f"cannot be read as Parquet ({error})")
+    metadata = table.schema.metadata or {}
+    if _KEY in metadata:
+        snapshot = _decode_own(table, metadata[_KEY], source)
+    elif _LEGACY_KEY in metadata:
+        snapshot = _decode_legacy(table, metadata[_LEGACY_KEY], source)
+    else:
+        _fail(source, "it holds no oupsish (nor oups) metadata")
+    _check_stats(snapshot, source)
+    return snapshot
+
+
+def _decode_own(table: pa.Table, raw: bytes, source: str) -> Snapshot:
+    try:
+        document = json.loads(raw)
+        version = document["format_version"]
+        if version != FORMAT_VERSION:
+            _fail(source, f"format version {version} is not supported (expected {FORMAT_VERSION})")
+        ordered_on = _ordered_on_from_json(document["ordered_on"])
+        commit = document["commit"]
+        if not isinstance(commit, int) or commit < 0:
+            raise ValueError(f"commit is {commit!r}")
+        key_value_metadata = _string_dict(document["key_value_metadata"], source)
+        encoded_schema = document["schema"]
+        schema = (
+            None
+            if encoded_schema is None
+            else pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded_schema)))
+        )
+    except CorruptDatasetError:
+        raise
+    except (ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        _fail(source, f"its oupsish document is malformed ({error})")
+    if table.column_names != list(STATS_COLUMNS):
+        _fail(source, f"columns are {table.column_names}, expected {list(STATS_COLUMNS)}")
+    return Snapshot(
+        commit=commit,
+        ordered_on=ordered_on,
+        schema=schema,
+        key_value_metadata=MappingProxyType(key_value_metadata),
+        stats=table.replace_schema_metadata(None),
+        exists=True,
+    )
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that can only build plain data: every global is refused."""
+
+    def find_class(self, module: str, name: str) -> NoReturn:
+        raise UnsafeMetadataError(
+            f"the predecessor's metadata pickle references '{module}.{name}'; "
+            "only a dict of strings is accepted, nothing is executed"
+        )
+
+    def persistent_load(self, pid: Any) -> NoReturn:
+        raise UnsafeMetadataError("the predecessor's metadata pickle uses persistent ids")
+
+
+def _string_dict(value: Any, source: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    ):
+        _fail(source, "key-value metadata must be a dict of strings")
+    return dict(value)
+
+
+def _decode_legacy(table: pa.Table, raw: bytes, source: str) -> Snapshot:
+    try:
+        document = _PlainDataUnpickler(io.BytesIO(raw)).load()
+    except UnsafeMetadataError as error:
+        raise UnsafeMetadataError(f"metadata file '{source}' is refused: {error}.") from None
+    except Exception as error:
+        _fail(source, f"its predecessor (oups) metadata cannot be read ({error})")
+    document = _string_dict(document, source)
+    ordered_on = document.pop("ordered_on", None)
+    expected = ["file_ids", "n_rows", "ordered_on_mins", "ordered_on_maxs"]
+    if table.column_names != expected:
+        _fail(source, f"columns are {table.column_names}, expected {expected}")
+    file_ids: list[int] = []
+    for file_id in table.column("file_ids").to_pylist():
+        if not isinstance(file_id, int) or file_id < 0:
+            _fail(source, "file ids must be non-negative integers")
+        file_ids.append(file_id)
+    mins = table.column("ordered_on_mins")
+    stats = stats_table(
+        [format_name((file_id,), _LEGACY_ID_WIDTH, None) for file_id in file_ids],
+        table.column("n_rows").to_numpy().astype(np.int64),
+        mins.combine_chunks(),
+        table.column("ordered_on_maxs").combine_chunks(),
+        mins.type,
+    )
+    return Snapshot(
+        commit=0,
+        ordered_on=ordered_on,
+        schema=None,
+        key_value_metadata=MappingProxyType(document),
+        stats=stats,
+        exists=True,
+        legacy=True,
+    )
+
+
+def _check_stats(snapshot: Snapshot, source: str) -> None:
+    """Check what a reader relies on: safe names, counts, and row groups in order."""
+    names = snapshot.file_names
+    bad = [name for name in names if not is_data_file_name(name)]
+    if bad:
+        _fail(source, f"it names invalid data files {bad[:3]}")
+    if len(set(names)) != len(names):
+        _fail(source, "a data file is listed twice")
+    stats = snapshot.stats
+    if stats.num_rows and any(stats.column(i).null_count for i in range(stats.num_columns)):
+        _fail(source, "row-group statistics contain nulls")
+    if len(snapshot) and (snapshot.n_rows <= 0).any():
+        _fail(source, "a row group has no rows")
+    mins, maxs = snapshot.mins, snapshot.maxs
+    if len(mins) and ((mins > maxs).any() or (maxs[:-1] > mins[1:]).any()):
+        _fail(source, "row groups are not in ordered_on order")
+
+
+def key_value_update(
+    current: Mapping[str, str], update: Mapping[str, str | None] | None
+) -> dict[str, str]:
+    """Return ``current`` with ``update`` applied: ``None`` removes a key, others set it."""
+    result = dict(current)
+    for key, value in (update or {}).items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result

@@ -1,0 +1,161 @@
+"""Reads: choose the row groups a range needs, read only them, retry past racing commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from oupsish.commit import DatasetPaths
+from oupsish.errors import CorruptDatasetError
+from oupsish.frames import arrow_name, bound_value, ordered_values
+from oupsish.io import read_files
+from oupsish.snapshot import Snapshot
+
+__all__ = ["Range", "read_row_groups", "read_table", "retrying", "to_frame"]
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class Range:
+    """A range ``[start, end_excl)`` of ``ordered_on`` values, as comparable bounds."""
+
+    start: Any | None
+    end_excl: Any | None
+
+    @classmethod
+    def of(
+        cls, snapshot: Snapshot, schema: pa.Schema | None, start: object, end_excl: object
+    ) -> Range:
+        """Convert user bounds to the column's comparable values; check their order."""
+        if snapshot.ordered_on is None or schema is None or (start is None and end_excl is None):
+            return cls(None, None)
+        arrow_type = schema.field(arrow_name(snapshot.ordered_on)).type
+        lo = None if start is None else bound_value(start, arrow_type, snapshot.ordered_on)
+        hi = None if end_excl is None else bound_value(end_excl, arrow_type, snapshot.ordered_on)
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"start ({start!r}) must be before end_excl ({end_excl!r}).")
+        return cls(lo, hi)
+
+    def row_groups(self, snapshot: Snapshot) -> tuple[int, int]:
+        """Return the row groups ``[first, last)`` holding rows of this range."""
+        first = 0 if self.start is None else int(np.searchsorted(snapshot.maxs, self.start, "left"))
+        last = (
+            len(snapshot)
+            if self.end_excl is None
+            else int(np.searchsorted(snapshot.mins, self.end_excl, "left"))
+        )
+        return first, max(first, last)
+
+    def rows(self, values: np.ndarray[Any, Any]) -> tuple[int, int]:
+        """Return the rows ``[first, last)`` of sorted ``values`` within this range."""
+        first = 0 if self.start is None else int(np.searchsorted(values, self.start, "left"))
+        last = (
+            len(values)
+            if self.end_excl is None
+            else int(np.searchsorted(values, self.end_excl, "left"))
+        )
+        return first, max(first, last)
+
+
+def read_row_groups(
+    paths: DatasetPaths,
+    snapshot: Snapshot,
+    schema: pa.Schema | None,
+    indices: Sequence[int] | range,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Read row groups of ``snapshot``; fail loudly if files do not hold what it says."""
+    names = [snapshot.file_names[index] for index in indices]
+    try:
+        table = read_files([paths.data_file(name) for name in names], schema, columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        if _missing_file(error):
+            raise FileNotFoundError(str(error)) from error
+        raise CorruptDatasetError(
+            f"dataset '{paths.folder}': a data file cannot be read: {error}"
+        ) from error
+    expected = int(snapshot.n_rows[list(indices)].sum()) if len(indices) else 0
+    if table.num_rows != expected:
+        raise CorruptDatasetError(
+            f"dataset '{paths.folder}': its files hold {table.num_rows} rows where the "
+            f"metadata records {expected}; run verify() to locate the damage."
+        )
+    return table
+
+
+def _missing_file(error: BaseException) -> bool:
+    return "No such file or directory" in str(error) or "does not exist" in str(error)
+
+
+def read_table(
+    paths: DatasetPaths,
+    snapshot: Snapshot,
+    schema: pa.Schema | None,
+    bounds: Range,
+    columns: Sequence[Hashable] | None,
+) -> pa.Table:
+    """Read the rows of ``bounds`` (and ``columns``), touching only the row groups needed."""
+    ordered_on = snapshot.ordered_on
+    names = None
+    if columns is not None:
+        names = [arrow_name(column) for column in columns]
+        known = schema.names if schema is not None else []
+        pairs = zip(columns, names, strict=True)
+        unknown = [column for column, name in pairs if name not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown column(s) {unknown} in dataset '{paths.folder}'; columns are {known}."
+            )
+    first, last = bounds.row_groups(snapshot)
+    filtered = bounds.start is not None or bounds.end_excl is not None
+    read_names = names
+    if filtered and names is not None and ordered_on is not None:
+        key = arrow_name(ordered_on)
+        read_names = names if key in names else [*names, key]
+    table = read_row_groups(paths, snapshot, schema, range(first, last), read_names)
+    if filtered and ordered_on is not None and table.num_rows:
+        lo, hi = bounds.rows(ordered_values(table.column(arrow_name(ordered_on))))
+        table = table.slice(lo, hi - lo)
+    if names is not None and read_names != names:
+        table = table.select(names)
+    return table
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Convert to pandas with a default ``RangeIndex`` starting at 0."""
+    frame = table.to_pandas()
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0:
+        frame = frame.reset_index(drop=True)
+    return frame
+
+
+def retrying(load: Callable[[bool], Snapshot], attempt: Callable[[Snapshot], T]) -> T:
+    """Run ``attempt`` on the current snapshot; if a file it names vanished, retry on a newer one.
+
+    ``load(force)`` returns the current snapshot (re-reading the metadata when ``force``).
+    A file missing while the snapshot did not change is damage, not a race: it is raised.
+    """
+    snapshot = load(False)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            return attempt(snapshot)
+        except FileNotFoundError as error:
+            fresh = load(True)
+            if fresh.commit == snapshot.commit and fresh.file_names == snapshot.file_names:
+                raise CorruptDatasetError(
+                    f"a data file listed by the dataset's metadata is missing: {error}"
+                ) from error
+            snapshot = fresh
+    raise CorruptDatasetError(
+        f"the dataset kept changing during {MAX_ATTEMPTS} read attempts; try again."
+    )

@@ -1,0 +1,155 @@
+"""The immutable state of a dataset: what readers hold and what the planner consumes.
+
+A :class:`Snapshot` is one committed version of a dataset: its row groups (file names,
+row counts, ``ordered_on`` min and max), its schema and its key-value metadata. A commit
+turns one snapshot into the next with :meth:`Snapshot.successor`; nothing mutates a
+snapshot in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from oupsish.frames import OrderedOn, ordered_values
+from oupsish.naming import DEFAULT_TOP_WIDTH, PositionKey, parse_name
+
+__all__ = ["STATS_COLUMNS", "Snapshot", "stats_table"]
+
+STATS_COLUMNS = ("file_names", "n_rows", "ordered_on_mins", "ordered_on_maxs")
+
+
+def stats_table(
+    file_names: Sequence[str],
+    n_rows: Sequence[int] | npt.NDArray[np.int64],
+    mins: pa.Array[Any] | Sequence[Any],
+    maxs: pa.Array[Any] | Sequence[Any],
+    ordered_on_type: pa.DataType,
+) -> pa.Table:
+    """Build a row-group statistics table."""
+    return pa.table(
+        {
+            "file_names": pa.array(file_names, pa.string()),
+            "n_rows": pa.array(n_rows, pa.int64()),
+            "ordered_on_mins": pa.array(mins, ordered_on_type),
+            "ordered_on_maxs": pa.array(maxs, ordered_on_type),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state of a dataset.
+
+    Attributes
+    ----------
+    commit : int
+        Number of the commit that produced this state; 0 when nothing was committed by
+        oupsish (an absent or predecessor-written dataset).
+    ordered_on : str, tuple or None
+        The column rows are ordered on; ``None`` until the first write sets it.
+    schema : pyarrow.Schema or None
+        The data's schema; ``None`` before the first rows, or not yet read for a dataset
+        written by the predecessor.
+    key_value_metadata : Mapping[str, str]
+        The user's metadata.
+    stats : pyarrow.Table
+        One row per row group, in order: ``file_names``, ``n_rows``, ``ordered_on_mins``,
+        ``ordered_on_maxs``.
+    exists : bool
+        Whether a metadata file was found on disk.
+    legacy : bool
+        Whether the metadata file was written by the predecessor (``oups``).
+    """
+
+    commit: int
+    ordered_on: OrderedOn | None
+    schema: pa.Schema | None
+    key_value_metadata: Mapping[str, str]
+    stats: pa.Table
+    exists: bool
+    legacy: bool = False
+
+    @classmethod
+    def empty(cls, ordered_on: OrderedOn | None = None) -> Snapshot:
+        """Return the state of a dataset that has no metadata file yet."""
+        return cls(
+            commit=0,
+            ordered_on=ordered_on,
+            schema=None,
+            key_value_metadata=MappingProxyType({}),
+            stats=stats_table([], [], [], [], pa.null()),
+            exists=False,
+        )
+
+    def __len__(self) -> int:
+        return self.stats.num_rows
+
+    @cached_property
+    def file_names(self) -> list[str]:
+        """File name of each row group, in order."""
+        return [str(name) for name in self.stats.column("file_names").to_pylist()]
+
+    @cached_property
+    def n_rows(self) -> npt.NDArray[np.int64]:
+        """Row count of each row group."""
+        return np.asarray(self.stats.column("n_rows").to_numpy(), dtype=np.int64)
+
+    @cached_property
+    def mins(self) -> npt.NDArray[Any]:
+        """First ``ordered_on`` value of each row group, comparable with new values."""
+        return ordered_values(self.stats.column("ordered_on_mins"))
+
+    @cached_property
+    def maxs(self) -> npt.NDArray[Any]:
+        """Last ``ordered_on`` value of each row group, comparable with new values."""
+        return ordered_values(self.stats.column("ordered_on_maxs"))
+
+    @cached_property
+    def row_offsets(self) -> npt.NDArray[np.int64]:
+        """Index of each row group's first row in the whole dataset, then the total."""
+        return np.concatenate([[0], np.cumsum(self.n_rows)]).astype(np.int64)
+
+    @property
+    def n_total_rows(self) -> int:
+        """Number of rows in the dataset."""
+        return int(self.row_offsets[-1])
+
+    @cached_property
+    def top_width(self) -> int:
+        """Digits of the top segment of this dataset's file names."""
+        if not len(self):
+            return DEFAULT_TOP_WIDTH
+        return parse_name(self.file_names[0])[1]
+
+    def position_key(self, index: int) -> PositionKey | None:
+        """Return the position key of row group ``index``, ``None`` outside the dataset."""
+        if 0 <= index < len(self):
+            return parse_name(self.file_names[index])[0]
+        return None
+
+    def successor(
+        self,
+        *,
+        ordered_on: OrderedOn | None,
+        schema: pa.Schema | None,
+        key_value_metadata: Mapping[str, str],
+        stats: pa.Table,
+    ) -> Snapshot:
+        """Return the state the next commit produces."""
+        return Snapshot(
+            commit=self.commit + 1,
+            ordered_on=ordered_on,
+            schema=schema,
+            key_value_metadata=MappingProxyType(dict(key_value_metadata)),
+            stats=stats,
+            exists=True,
+            legacy=False,
+        )

@@ -1,0 +1,330 @@
+"""The write path: validate, plan, encode the new row groups, commit.
+
+Each step only uses what the previous ones produced:
+
+1. :func:`prepare` checks the options and the frame and converts it to an Arrow table of
+   the dataset's schema. Bad input raises here, before anything on disk changes.
+2. Under the writers' lock, :func:`plan_windows` (pure) decides which row groups to merge.
+3. :func:`_encode_window` merges each window's rows, drops duplicates, splits them into row
+   groups and stages their files under new names.
+4. :meth:`Transaction.commit` publishes the next snapshot in one atomic step.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from oupsish.commit import DatasetPaths, Transaction, read_snapshot
+from oupsish.errors import OrderedOnMismatchError
+from oupsish.frames import (
+    OrderedOn,
+    arrow_name,
+    check_frame,
+    frame_to_table,
+    normalize_duplicates_on,
+    ordered_values,
+)
+from oupsish.io import ParquetOptions, read_files, read_schema, write_file
+from oupsish.metadata import key_value_update
+from oupsish.naming import allocate_keys, format_name, has_room_before
+from oupsish.plan import (
+    PeriodTarget,
+    Target,
+    Window,
+    make_room_before_first,
+    make_target,
+    plan_windows,
+)
+from oupsish.snapshot import Snapshot, stats_table
+
+__all__ = ["Prepared", "WriteOptions", "execute", "prepare", "resolve_ordered_on", "schema_of"]
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What a write was asked to do, beyond the frame itself."""
+
+    ordered_on: OrderedOn | None
+    row_group_target_size: int | str
+    duplicates_on: str | Sequence[Hashable] | None
+    max_n_off_target_rgs: int | None
+    key_value_metadata: Mapping[str, str | None] | None
+    parquet: ParquetOptions
+
+    def __post_init__(self) -> None:
+        n = self.max_n_off_target_rgs
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0):
+            raise ValueError(f"max_n_off_target_rgs must be None or an int >= 0, got {n!r}.")
+        metadata = self.key_value_metadata
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise TypeError(
+                    f"key_value_metadata must be a dict, got {type(metadata).__name__}."
+                )
+            for key, value in metadata.items():
+                if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+                    raise TypeError(
+                        "key_value_metadata maps str keys to str values (None removes a key); "
+                        f"got {key!r}: {value!r}."
+                    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated write, ready to be planned against the snapshot it was checked with."""
+
+    ordered_on: OrderedOn
+    schema: pa.Schema | None
+    table: pa.Table | None
+    new_values: np.ndarray[Any, Any]
+    duplicate_subset: list[str] | None
+    target: Target
+    key_value_metadata: dict[str, str]
+    checked_against: tuple[OrderedOn | None, pa.Schema | None]
+
+
+def schema_of(paths: DatasetPaths, snapshot: Snapshot) -> pa.Schema | None:
+    """Return the dataset's schema, read from its first file if the metadata lacks it."""
+    if snapshot.schema is not None or not len(snapshot):
+        return snapshot.schema
+    return read_schema(paths.data_file(snapshot.file_names[0]))
+
+
+def resolve_ordered_on(
+    stored: OrderedOn | None, requested: OrderedOn | None, dataset: str
+) -> OrderedOn | None:
+    """Return the dataset's ``ordered_on``; a request differing from the stored one fails."""
+    if requested is not None and stored is not None and requested != stored:
+        raise OrderedOnMismatchError(
+            f"ordered_on {requested!r} does not match {stored!r}, the column dataset "
+            f"'{dataset}' is ordered on; it cannot change."
+        )
+    return stored if stored is not None else requested
+
+
+def _target_for(
+    table: pa.Table | None,
+    schema: pa.Schema | None,
+    ordered_on: OrderedOn,
+    row_group_target_size: object,
+    dataset: str,
+) -> Target:
+    name = arrow_name(ordered_on)
+    source = schema if schema is not None else (table.schema if table is not None else None)
+    arrow_type = source.field(name).type if source is not None and name in source.names else None
+    tz = arrow_type.tz if arrow_type is not None and pa.types.is_timestamp(arrow_type) else None
+    target = make_target(row_group_target_size, tz=tz)
+    if (
+        isinstance(target, PeriodTarget)
+        and arrow_type is not None
+        and not pa.types.is_timestamp(arrow_type)
+    ):
+        raise ValueError(
+            f"row_group_target_size {row_group_target_size!r} is a frequency, but ordered_on "
+            f"column {ordered_on!r} of dataset '{dataset}' is {arrow_type}, not a timestamp."
+        )
+    return target
+
+
+def prepare(paths: DatasetPaths, snapshot: Snapshot, df: object, options: WriteOptions) -> Prepared:
+    """Check a write against ``snapshot`` and convert its frame; raise on bad input."""
+    dataset = str(paths.folder)
+    ordered_on = resolve_ordered_on(snapshot.ordered_on, options.ordered_on, dataset)
+    if ordered_on is None:
+        raise ValueError(f"ordered_on is required for the first write to dataset '{dataset}'.")
+    schema = schema_of(paths, snapshot)
+    table, subset = None, None
+    if df is not None:
+        frame = check_frame(df, ordered_on, dataset)
+        if len(frame):
+            duplicates = normalize_duplicates_on(
+                options.duplicates_on, ordered_on, list(frame.columns), dataset
+            )
+            if duplicates is not None:
+                duplicates = list(dict.fromkeys(duplicates))
+                frame = frame.loc[~frame.duplicated(subset=duplicates, keep="last")]
+                subset = [arrow_name(column) for column in duplicates]
+            table = frame_to_table(frame, schema, dataset)
+    target = _target_for(table, schema, ordered_on, options.row_group_target_size, dataset)
+    new_values = (
+        ordered_values(table.column(arrow_name(ordered_on))) if table is not None else np.empty(0)
+    )
+    checked_against = (snapshot.ordered_on, schema)
+    if table is not None and schema is None:
+        schema = table.schema
+    return Prepared(
+        ordered_on=ordered_on,
+        schema=schema,
+        table=table,
+        new_values=new_values,
+        duplicate_subset=subset,
+        target=target,
+        key_value_metadata=key_value_update(
+            snapshot.key_value_metadata, options.key_value_metadata
+        ),
+        checked_against=checked_against,
+    )
+
+
+def _merge_sorted(existing: pa.Table, new: pa.Table, column: str) -> pa.Table:
+    """Merge two tables sorted on ``column``; equal values keep existing rows first."""
+    if existing.num_rows == 0:
+        return new
+    if new.num_rows == 0:
+        return existing
+    existing_values = ordered_values(existing.column(column))
+    new_values = ordered_values(new.column(column))
+    combined = pa.concat_tables([existing, new])
+    if existing_values[-1] <= new_values[0]:
+        return combined
+    new_positions = np.searchsorted(existing_values, new_values, side="right") + np.arange(
+        len(new_values)
+    )
+    is_new = np.zeros(len(existing_values) + len(new_values), dtype=bool)
+    is_new[new_positions] = True
+    order = np.empty(len(is_new), dtype=np.int64)
+    order[~is_new] = np.arange(len(existing_values))
+    order[is_new] = len(existing_values) + np.arange(len(new_values))
+    return combined.take(order)
+
+
+def _drop_duplicates(table: pa.Table, subset: list[str]) -> pa.Table:
+    """Drop rows equal on ``subset`` to a later row (the later, newer row is kept)."""
+    keys = table.select(subset).to_pandas()
+    keep = ~keys.duplicated(keep="last").to_numpy()
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+def _write_chunk(path: Path, *, chunk: pa.Table, parquet: ParquetOptions) -> None:
+    write_file(path, chunk, parquet)
+
+
+def _encode_window(
+    txn: Transaction,
+    window: Window,
+    prepared: Prepared,
+    parquet: ParquetOptions,
+    commit: int,
+) -> pa.Table:
+    """Merge, split and stage one window's row groups; return their statistics."""
+    snapshot = txn.snapshot
+    schema = prepared.schema
+    column = arrow_name(prepared.ordered_on)
+    existing = read_files(
+        [
+            txn.paths.data_file(name)
+            for name in snapshot.file_names[window.rg_start : window.rg_end]
+        ],
+        schema,
+    )
+    new = (
+        prepared.table.slice(window.new_start, window.n_new)
+        if prepared.table is not None
+        else existing.schema.empty_table()
+    )
+    if existing.num_rows and existing.schema != new.schema:
+        existing = existing.cast(new.schema)
+    merged = _merge_sorted(existing, new, column)
+    if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
+        merged = _drop_duplicates(merged, prepared.duplicate_subset)
+    values = ordered_values(merged.column(column))
+    bounds = [0, *prepared.target.split_offsets(values).tolist(), merged.num_rows]
+    keys = allocate_keys(
+        snapshot.position_key(window.rg_start - 1),
+        snapshot.position_key(window.rg_end),
+        len(bounds) - 1,
+        snapshot.top_width,
+    )
+    if keys is None:  # make_room_before_first prevents this
+        raise AssertionError(f"no file name available for {window}")
+    ordered = merged.column(column).combine_chunks()
+    names, n_rows, mins, maxs = [], [], [], []
+    for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
+        chunk = merged.slice(start, end - start)
+        name = format_name(key, snapshot.top_width, commit)
+        txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
+        names.append(name)
+        n_rows.append(chunk.num_rows)
+        mins.append(ordered.slice(start, 1))
+        maxs.append(ordered.slice(end - 1, 1))
+    return stats_table(names, n_rows, pa.concat_arrays(mins), pa.concat_arrays(maxs), ordered.type)
+
+
+def _splice(
+    snapshot: Snapshot, replacements: list[tuple[Window, pa.Table]], arrow_type: pa.DataType
+) -> pa.Table:
+    """Return the statistics with each window's row groups replaced by its new ones."""
+    parts, previous = [], 0
+    for window, stats in replacements:
+        parts.append(snapshot.stats.slice(previous, window.rg_start - previous))
+        parts.append(stats)
+        previous = window.rg_end
+    parts.append(snapshot.stats.slice(previous))
+    kept = [part for part in parts if part.num_rows]
+    if not kept:
+        return stats_table([], [], [], [], arrow_type)
+    target = stats_table([], [], [], [], arrow_type).schema
+    return pa.concat_tables([part.cast(target) for part in kept])
+
+
+def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snapshot | None:
+    """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged."""
+    snapshot = txn.snapshot
+    windows = plan_windows(
+        snapshot.mins,
+        snapshot.maxs,
+        snapshot.n_rows,
+        prepared.new_values,
+        drop_duplicates=prepared.duplicate_subset is not None,
+        target=prepared.target,
+        max_n_off_target_rgs=options.max_n_off_target_rgs,
+    )
+    first_key = snapshot.position_key(0)
+    if windows and first_key is not None and not has_room_before(first_key):
+        windows = make_room_before_first(windows)
+    if not windows:
+        metadata_unchanged = dict(snapshot.key_value_metadata) == prepared.key_value_metadata
+        if snapshot.exists and metadata_unchanged and snapshot.ordered_on == prepared.ordered_on:
+            return None
+        if not snapshot.exists and not prepared.key_value_metadata:
+            return None
+    commit = snapshot.commit + 1
+    replacements = [
+        (window, _encode_window(txn, window, prepared, options.parquet, commit))
+        for window in windows
+    ]
+    arrow_type = (
+        prepared.schema.field(arrow_name(prepared.ordered_on)).type
+        if prepared.schema is not None
+        else pa.null()
+    )
+    return snapshot.successor(
+        ordered_on=prepared.ordered_on,
+        schema=prepared.schema,
+        key_value_metadata=prepared.key_value_metadata,
+        stats=_splice(snapshot, replacements, arrow_type),
+    )
+
+
+def write_dataset(
+    paths: DatasetPaths, df: object, options: WriteOptions, lock_timeout: float | None
+) -> Snapshot:
+    """Write ``df`` into the dataset at ``paths``; return the committed snapshot."""
+    prepared = prepare(paths, read_snapshot(paths), df, options)
+    with Transaction(paths, lock_timeout) as txn:
+        current = txn.snapshot
+        if (current.ordered_on, schema_of(paths, current)) != prepared.checked_against:
+            # Another writer committed a first write since the frame was checked.
+            prepared = prepare(paths, current, df, options)
+        successor = execute(txn, prepared, options)
+        if successor is None:
+            return current
+        txn.commit(successor)
+        return successor
