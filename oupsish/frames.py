@@ -107,7 +107,9 @@ def normalize_duplicates_on(
     """
     if duplicates_on is None:
         return None
-    if isinstance(duplicates_on, str | tuple):
+    if isinstance(duplicates_on, str) or (
+        isinstance(duplicates_on, tuple) and duplicates_on in columns
+    ):
         subset: list[Hashable] = [duplicates_on]
     elif isinstance(duplicates_on, Sequence):
         subset = list(duplicates_on)

@@ -93,7 +93,7 @@ def decode(data: bytes, source: str) -> Snapshot:
         If a predecessor's pickle references any global (code): it is never executed.
     """
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (pa.ArrowException, OSError) as error:
         _fail(source, f"cannot be read as Parquet ({error})")
     metadata = table.schema.metadata or {}

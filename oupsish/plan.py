@@ -245,16 +245,23 @@ def _window_edges(window: Window, rgs: _RowGroups, new_values: Values) -> tuple[
 
 
 def _absorbable(
-    rgs: _RowGroups, windows: Sequence[Window], new_values: Values, target: Target
+    rgs: _RowGroups,
+    windows: Sequence[Window],
+    new_values: Values,
+    target: Target,
+    off: npt.NDArray[np.bool_],
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Return which row groups may be absorbed by a window on their right, on their left.
 
-    Off-target row groups always may. With a period target, so may a row group sharing its
-    period with the window next to it.
+    Off-target row groups always may. With a row-count target, so may any incomplete row
+    group (it is merged only if that completes a row group). With a period target, so may
+    a row group sharing its period with the window next to it.
     """
-    off = target.off_target(rgs.n_rows, rgs.mins, rgs.maxs)
+    if isinstance(target, RowCountTarget):
+        incomplete = off | (rgs.n_rows < target.rows)
+        return incomplete, incomplete.copy()
     left_ok, right_ok = off.copy(), off.copy()
-    if isinstance(target, PeriodTarget) and windows:
+    if windows:
         edges = [_window_edges(w, rgs, new_values) for w in windows]
         edge_firsts = np.array([first for first, _ in edges], dtype=rgs.mins.dtype)
         edge_lasts = np.array([last for _, last in edges], dtype=rgs.maxs.dtype)
@@ -286,12 +293,13 @@ def _coalesce(
 ) -> list[Window]:
     """Extend windows over neighbouring off-target row groups when there are too many.
 
-    Off-target row groups next to a window (or, with no new rows, next to each other) form
-    a run with it. The run is merged into one window when it holds more than
-    ``max_n_off_target_rgs`` off-target pieces, or, with a row-count target, when it has
-    enough rows to complete a row group.
+    Off-target (or, with a row-count target, incomplete) row groups next to a window (or,
+    with no new rows, next to each other) form a run with it. The run is merged into one
+    window when it holds more than ``max_n_off_target_rgs`` off-target pieces, or, with a
+    row-count target, when it has enough rows to complete a row group.
     """
-    left_ok, right_ok = _absorbable(rgs, windows, new_values, target)
+    off = target.off_target(rgs.n_rows, rgs.mins, rgs.maxs)
+    left_ok, right_ok = _absorbable(rgs, windows, new_values, target, off)
     n_rgs = len(rgs)
     covered = np.zeros(n_rgs, dtype=bool)
     for window in windows:
@@ -322,8 +330,13 @@ def _coalesce(
 
     result: list[Window] = []
     for lo, hi, run_windows in runs:
-        n_absorbed = int((~covered[lo:hi]).sum())
-        n_off = n_absorbed + sum(_is_off_target_output(w, rgs, target) for w in run_windows)
+        absorbed = ~covered[lo:hi]
+        n_absorbed = int(absorbed.sum())
+        # With a period target, a row group absorbed for sharing a window's period would be
+        # off target after the write, so it counts too.
+        counted = off[lo:hi] if isinstance(target, RowCountTarget) else np.ones(hi - lo, bool)
+        n_off = int((counted & absorbed).sum())
+        n_off += sum(_is_off_target_output(w, rgs, target) for w in run_windows)
         n_rows = int(rgs.n_rows[lo:hi].sum()) + sum(w.n_new for w in run_windows)
         completes = isinstance(target, RowCountTarget) and n_rows >= target.rows
         if n_absorbed and (n_off > max_n_off_target_rgs or completes):
