@@ -57,5 +57,8 @@ def test_allocated_keys_sort_between_bounds_like_their_names(lo, hi, count) -> N
     assert all(key[-1] != 0 or len(key) == 1 for key in allocated)
     bounded = ([lo] if lo is not None else []) + allocated + ([hi] if hi is not None else [])
     assert bounded == sorted(bounded) and len(set(bounded)) == len(bounded)
-    names = [format_name(key, 5, commit) for key, commit in zip(bounded, range(len(bounded)))]
+    names = [
+        format_name(key, 5, commit)
+        for key, commit in zip(bounded, range(len(bounded)), strict=False)
+    ]
     assert names == sorted(names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -151,7 +153,7 @@ def test_windows_cover_every_new_row_and_every_row_group_they_must(data, dedup, 
         assert window.new_start == position or window.n_new == 0
         position = window.new_end if window.n_new else position
     assert position == len(new)
-    for first, second in zip(windows, windows[1:]):
+    for first, second in itertools.pairwise(windows):
         assert first.rg_end <= second.rg_start
     covered = np.zeros(len(mins), dtype=bool)
     for window in windows:

@@ -46,22 +46,27 @@ class ReferenceModel:
     ) -> list[Hashable] | None:
         if duplicates_on is None:
             return None
-        names = [duplicates_on] if isinstance(duplicates_on, str) else list(duplicates_on)
+        names: list[Hashable] = (
+            [duplicates_on] if isinstance(duplicates_on, str) else list(duplicates_on)
+        )
         if not names:
             return list(df.columns)
-        return [*names, self.ordered_on] if self.ordered_on not in names else names
+        return names if self.ordered_on in names else [*names, self.ordered_on]
 
     def between(self, start: object = None, end_excl: object = None) -> pd.DataFrame:
         """Return the rows with ``start <= ordered_on < end_excl``."""
+        rows: pd.DataFrame
         if self.frame is None:
-            return pd.DataFrame()
+            rows = pd.DataFrame()
+            return rows
         values = self.frame[self.ordered_on]
         mask = pd.Series(True, index=self.frame.index)
         if start is not None:
             mask &= values >= start
         if end_excl is not None:
             mask &= values < end_excl
-        return self.frame.loc[mask].reset_index(drop=True)
+        rows = self.frame.loc[mask].reset_index(drop=True)
+        return rows
 
 
 def assert_same_rows(actual: pd.DataFrame | None, expected: pd.DataFrame | None) -> None:

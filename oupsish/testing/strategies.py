@@ -23,13 +23,14 @@ def ordered_frames(
     ts = sorted(draw(st.lists(st.integers(0, span - 1), min_size=n, max_size=n)))
     key = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     values = draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n))
-    return pd.DataFrame(
+    frame: pd.DataFrame = pd.DataFrame(
         {
             "ts": np.asarray(ts, dtype=np.int64),
             "key": np.asarray(key, dtype=np.int64),
             "value": np.asarray(values, dtype=np.float64),
         }
     )
+    return frame
 
 
 @dataclass(frozen=True)
