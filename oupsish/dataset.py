@@ -14,13 +14,14 @@ import pandas as pd
 import pyarrow as pa
 
 from oupsish.commit import DatasetPaths, Transaction, read_snapshot
-from oupsish.errors import ReadOnlyError
+from oupsish.errors import CorruptDatasetError, ReadOnlyError
 from oupsish.frames import OrderedOn
 from oupsish.io import DEFAULT_COMPRESSION, ParquetOptions
 from oupsish.naming import parse_name
 from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
 from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
+from oupsish.verify import Problem, verify_dataset
 from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
 
 __all__ = ["DatasetView", "OrderedParquetDataset", "write"]
@@ -310,6 +311,28 @@ class OrderedParquetDataset(_Reader):
         )
         snapshot = write_dataset(self._paths, df, options, self._lock_timeout)
         self._cache = (self._signature(), snapshot)
+
+    def verify(self) -> list[Problem]:
+        """Check the files on disk against the committed metadata; change nothing.
+
+        Every file the metadata lists must exist, be readable, hold one row group with the
+        recorded row count, ``ordered_on`` min and max and the dataset's schema. Data files
+        no snapshot lists (left by an interrupted write) are reported too.
+
+        Returns
+        -------
+        list of Problem
+            Empty when the dataset is sound. Each problem has a ``kind``, a ``path`` and
+            a ``detail``; ``str(problem)`` reads as one line.
+        """
+        try:
+            snapshot = self._load(True)
+            schema = schema_of(self._paths, snapshot)
+        except CorruptDatasetError as error:
+            return [Problem("metadata", str(self._paths.metadata), str(error))]
+        except OSError as error:
+            return [Problem("unreadable", str(self._paths.folder), str(error))]
+        return verify_dataset(self._paths, snapshot, schema)
 
     def remove_from_disk(self, preserve_metadata: bool = False, release_lock: bool = True) -> None:
         """Delete the dataset's files.

@@ -14,6 +14,7 @@ from oupsish.dataset import OrderedParquetDataset
 from oupsish.indexer import is_toplevel
 from oupsish.intersections import KeySource, iter_intersections
 from oupsish.metadata import METADATA_SUFFIX
+from oupsish.verify import Problem
 
 __all__ = ["Store"]
 
@@ -138,6 +139,21 @@ class Store:
             except OSError:
                 break
             folder = folder.parent
+
+    def verify(self) -> dict[Any, list[Problem]]:
+        """Verify every dataset (see :meth:`OrderedParquetDataset.verify`).
+
+        Returns
+        -------
+        dict
+            ``{key: problems}`` for the datasets with problems; empty when all are sound.
+        """
+        report = {}
+        for key in self.keys:
+            problems = self.get(key).verify()
+            if problems:
+                report[key] = problems
+        return report
 
     def iter_intersections(
         self,

@@ -1,0 +1,123 @@
+"""Checking a dataset against its metadata: ``OrderedParquetDataset.verify()``.
+
+The metadata file is the source of truth; verification checks that every file it lists is
+there and holds what it says (one row group, the recorded row count, the recorded
+``ordered_on`` min and max, the dataset's schema), and reports files in the folder that no
+snapshot lists. It reads only each file's footer and its ``ordered_on`` column, and never
+changes anything on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from oupsish.commit import TMP_SUFFIX, DatasetPaths
+from oupsish.frames import arrow_name
+from oupsish.naming import is_data_file_name
+from oupsish.snapshot import Snapshot
+
+__all__ = ["Problem", "verify_dataset"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency found by ``verify()``.
+
+    Attributes
+    ----------
+    kind : str
+        ``"missing"``, ``"unreadable"``, ``"row_count"``, ``"min_max"``, ``"schema"``,
+        ``"row_groups"`` (a file with several row groups), ``"unsorted"``, ``"orphan"``
+        (a data file no snapshot lists, left by an interrupted write: the next write
+        removes it) or
+        ``"temporary"`` (a leftover temporary file, likewise).
+    path : str
+        The file concerned.
+    detail : str
+        What was expected and what was found.
+    """
+
+    kind: str
+    path: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.detail}"
+
+
+def _check_file(
+    paths: DatasetPaths, snapshot: Snapshot, schema: pa.Schema | None, index: int
+) -> list[Problem]:
+    name = snapshot.file_names[index]
+    path = paths.data_file(name)
+    where = str(path)
+    if not path.is_file():
+        return [Problem("missing", where, "listed by the metadata but absent")]
+    try:
+        parquet = pq.ParquetFile(path)
+        metadata = parquet.metadata
+        column_name = arrow_name(snapshot.ordered_on) if snapshot.ordered_on else None
+        column = parquet.read(columns=[column_name]).column(0) if column_name else None
+    except (pa.ArrowException, OSError) as error:
+        return [Problem("unreadable", where, str(error))]
+    problems = []
+    recorded = int(snapshot.n_rows[index])
+    if metadata.num_rows != recorded:
+        detail = f"holds {metadata.num_rows} rows, the metadata records {recorded}"
+        problems.append(Problem("row_count", where, detail))
+    if metadata.num_row_groups > 1:
+        detail = f"holds {metadata.num_row_groups} row groups, expected 1"
+        problems.append(Problem("row_groups", where, detail))
+    if schema is not None and not parquet.schema_arrow.remove_metadata().equals(
+        schema.remove_metadata()
+    ):
+        problems.append(
+            Problem("schema", where, f"schema {parquet.schema_arrow} differs from {schema}")
+        )
+    if column is not None and len(column):
+        found = pc.min_max(column)
+        lo, hi = found["min"].as_py(), found["max"].as_py()
+        expected_lo, expected_hi = (
+            snapshot.stats.column("ordered_on_mins")[index].as_py(),
+            snapshot.stats.column("ordered_on_maxs")[index].as_py(),
+        )
+        if (lo, hi) != (expected_lo, expected_hi):
+            detail = (
+                f"ordered_on spans [{lo}, {hi}], the metadata records "
+                f"[{expected_lo}, {expected_hi}]"
+            )
+            problems.append(Problem("min_max", where, detail))
+        if len(column) > 1 and not pc.all(pc.greater_equal(column[1:], column[:-1])).as_py():
+            problems.append(Problem("unsorted", where, "rows are not sorted on ordered_on"))
+    return problems
+
+
+def verify_dataset(
+    paths: DatasetPaths, snapshot: Snapshot, schema: pa.Schema | None
+) -> list[Problem]:
+    """Return every inconsistency between ``snapshot`` and the files on disk (none: ``[]``)."""
+    problems = []
+    for index in range(len(snapshot)):
+        problems.extend(_check_file(paths, snapshot, schema, index))
+    listed = set(snapshot.file_names)
+    try:
+        entries = sorted(os.scandir(paths.folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if entry.name in listed:
+            continue
+        if is_data_file_name(entry.name):
+            detail = (
+                "a data file no snapshot lists (an interrupted write's; removed by the next write)"
+            )
+            problems.append(Problem("orphan", entry.path, detail))
+        elif entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+            detail = "a temporary file left by an interrupted write"
+            problems.append(Problem("temporary", entry.path, detail))
+    return problems

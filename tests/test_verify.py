@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from oupsish import CorruptDatasetError, OrderedParquetDataset, Store, toplevel
+
+
+@toplevel
+class Sensor:
+    name: str
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def seeded(tmp_path: Path) -> OrderedParquetDataset:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    df = pd.DataFrame({"ts": np.arange(30), "v": np.arange(30.0)})
+    ds.write(df=df, row_group_target_size=10)
+    return ds
+
+
+def files(ds: OrderedParquetDataset) -> list[Path]:
+    return [ds.dirpath / f"file_{file_id}.parquet" for file_id in ds.row_group_stats.file_ids]
+
+
+def kinds(ds: OrderedParquetDataset) -> list[str]:
+    return [problem.kind for problem in ds.verify()]
+
+
+def test_a_sound_dataset_has_no_problem_and_verify_changes_nothing(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    before = tree_bytes(tmp_path)
+    assert ds.verify() == []
+    assert tree_bytes(tmp_path) == before
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    files(ds)[1].unlink()
+    [problem] = ds.verify()
+    assert problem.kind == "missing" and problem.path == str(files(ds)[1])
+    with pytest.raises(CorruptDatasetError, match="missing"):
+        ds.to_pandas()
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    victim = files(ds)[0]
+    victim.write_bytes(victim.read_bytes()[:-20])
+    assert kinds(ds) == ["unreadable"]
+    with pytest.raises(CorruptDatasetError, match="cannot be read"):
+        ds.to_pandas()
+
+
+def test_swapped_content_is_caught_by_counts_and_bounds(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    first, second, _ = files(ds)
+    pq.write_table(pa.table({"ts": list(range(12, 20)), "v": [float(i) for i in range(8)]}), first)
+    pq.write_table(pq.read_table(files(ds)[2]), second)  # same count, wrong values
+    problems = ds.verify()
+    assert [(p.kind, p.path) for p in problems] == [
+        ("row_count", str(first)),
+        ("min_max", str(first)),
+        ("min_max", str(second)),
+    ]
+    assert "records [0, 9]" in problems[1].detail
+    with pytest.raises(CorruptDatasetError, match="hold 28 rows where the metadata records 30"):
+        ds.to_pandas()
+
+
+def test_schema_and_sorting(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    first = files(ds)[0]
+    pq.write_table(pa.table({"ts": list(range(10)), "v": list(range(10))}), first)  # int64 v
+    assert kinds(ds) == ["schema"]
+    pq.write_table(
+        pa.table({"ts": [0, 9, 1, 2, 3, 4, 5, 6, 7, 8], "v": [float(i) for i in range(10)]}), first
+    )
+    assert kinds(ds) == ["unsorted"]
+
+
+def test_orphans_and_temporaries_are_reported_foreign_files_ignored(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    (ds.dirpath / "file_00099-9.parquet").write_bytes(b"left by a crash")
+    (ds.dirpath / ".file_00003-9.parquet.0a1b.tmp").write_bytes(b"partial")
+    (ds.dirpath / "README.txt").write_text("mine")
+    assert kinds(ds) == ["temporary", "orphan"]
+
+
+def test_unreadable_metadata(tmp_path: Path) -> None:
+    ds = seeded(tmp_path)
+    metadata = tmp_path / "ds_opdmd"
+    metadata.write_bytes(b"garbage")
+    [problem] = ds.verify()
+    assert problem.kind == "metadata" and "ds_opdmd" in problem.path
+
+
+def test_store_verify_lists_only_datasets_with_problems(tmp_path: Path) -> None:
+    store = Store(tmp_path, Sensor)
+    for name in ("a", "b"):
+        store[Sensor(name)].write(
+            df=pd.DataFrame({"ts": np.arange(5), "v": np.arange(5.0)}), ordered_on="ts"
+        )
+    assert store.verify() == {}
+    next((tmp_path / "b").glob("*.parquet")).unlink()
+    report = store.verify()
+    assert list(report) == [Sensor("b")]
+    assert [problem.kind for problem in report[Sensor("b")]] == ["missing"]
+    assert str(report[Sensor("b")][0]).startswith("missing: ")
