@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,11 @@ import pyarrow as pa
 
 from oupsish.commit import DatasetPaths, Transaction, read_snapshot
 from oupsish.errors import CorruptDatasetError, ReadOnlyError
-from oupsish.frames import OrderedOn
+from oupsish.frames import OrderedOn, arrow_name
+from oupsish.interop import dask as interop_dask
+from oupsish.interop import duckdb as interop_duckdb
+from oupsish.interop import polars as interop_polars
+from oupsish.interop.arrow import record_batch_reader
 from oupsish.io import DEFAULT_COMPRESSION, ParquetOptions
 from oupsish.naming import parse_name
 from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
@@ -23,6 +27,11 @@ from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
 from oupsish.verify import Problem, verify_dataset
 from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
+
+if TYPE_CHECKING:
+    import dask.dataframe
+    import duckdb
+    import polars
 
 __all__ = ["DatasetView", "OrderedParquetDataset", "write"]
 
@@ -102,6 +111,33 @@ class _Reader:
                 self._paths, snapshot, schema, Range.of(snapshot, schema, start, end_excl), columns
             )
         return read_row_groups(self._paths, snapshot, schema, indices)
+
+    @property
+    def files(self) -> list[Path]:
+        """The data files of the current snapshot, in ``ordered_on`` order."""
+        snapshot = self._load(False)
+        return [self._paths.data_file(snapshot.file_names[i]) for i in self._indices(snapshot)]
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """Export all rows through the Arrow C stream interface (Polars, DuckDB...)."""
+        reader = self._batches(None, None, None)
+        return reader.__arrow_c_stream__(requested_schema)  # type: ignore[no-untyped-call]
+
+    def _batches(
+        self, start: object, end_excl: object, columns: Sequence[Hashable] | None
+    ) -> pa.RecordBatchReader:
+        snapshot = self._load(False)
+        schema = self._schema(snapshot)
+        indices = self._indices(snapshot)
+        if not (isinstance(indices, range) and indices == range(len(snapshot))):
+            snapshot = snapshot.subset(indices)
+        bounds = Range.of(snapshot, schema, start, end_excl)
+        return record_batch_reader(self._paths, snapshot, schema, bounds, columns)
+
+    def to_polars(self) -> polars.DataFrame:
+        """Return all rows as a Polars DataFrame (needs ``oupsish[polars]``)."""
+        table = retrying(self._load, lambda snapshot: self._read_table(snapshot, None, None, None))
+        return interop_polars.to_polars(table)
 
     def to_pandas(self) -> pd.DataFrame | None:
         """Return all rows in ``ordered_on`` order with a fresh index, or ``None`` if empty."""
@@ -247,6 +283,68 @@ class OrderedParquetDataset(_Reader):
         return retrying(
             self._load, lambda snapshot: self._read_table(snapshot, start, end_excl, columns)
         )
+
+    def to_batches(
+        self,
+        start: object = None,
+        end_excl: object = None,
+        columns: Sequence[Hashable] | None = None,
+    ) -> pa.RecordBatchReader:
+        """Stream the rows of ``[start, end_excl)`` as a ``pyarrow.RecordBatchReader``.
+
+        Row groups are read one at a time, when the reader asks for them, from the snapshot
+        current at this call. Memory stays at about one row group. The reader also exposes
+        ``__arrow_c_stream__``: ``polars.DataFrame(reader)``, ``duckdb.from_arrow(reader)``.
+        """
+        return self._batches(start, end_excl, columns)
+
+    def to_polars(
+        self,
+        start: object = None,
+        end_excl: object = None,
+        columns: Sequence[Hashable] | None = None,
+    ) -> polars.DataFrame:
+        """Return the rows of ``[start, end_excl)`` as a Polars DataFrame (see :meth:`read`).
+
+        Needs ``pip install oupsish[polars]``.
+        """
+        return interop_polars.to_polars(self.to_arrow(start, end_excl, columns))
+
+    def scan_polars(self, columns: Sequence[Hashable] | None = None) -> polars.LazyFrame:
+        """Return a Polars ``LazyFrame`` over the current snapshot's files, in order.
+
+        The scan is bound to this snapshot's file list: if a later write supersedes one of
+        its files before the query is collected, collecting fails; scan again.
+        """
+        return interop_polars.scan(self.files, columns)
+
+    def to_duckdb(
+        self, connection: duckdb.DuckDBPyConnection | None = None
+    ) -> duckdb.DuckDBPyRelation:
+        """Return a DuckDB relation over the current snapshot's files, in order.
+
+        Parameters
+        ----------
+        connection : duckdb.DuckDBPyConnection, optional
+            Where to create the relation; a new in-memory connection by default.
+        """
+        snapshot = self._load(False)
+        empty = (self._schema(snapshot) or pa.schema([])).empty_table()
+        return interop_duckdb.relation(self.files, connection, empty)
+
+    def to_dask(self, columns: Sequence[Hashable] | None = None) -> dask.dataframe.DataFrame:
+        """Return a Dask DataFrame indexed by ``ordered_on``, with known divisions.
+
+        Divisions come from the row-group statistics: one partition per row group, or per
+        run of row groups sharing a boundary value (so divisions stay strictly
+        increasing). Needs ``pip install oupsish[dask]``.
+        """
+        snapshot = self._load(False)
+        schema = self._schema(snapshot)
+        if schema is None:
+            raise ValueError(f"dataset '{self.dirpath}' has no rows: nothing to distribute.")
+        names = None if columns is None else [arrow_name(column) for column in columns]
+        return interop_dask.to_dask(snapshot, str(self._paths.folder), schema, names)
 
     def write(
         self,

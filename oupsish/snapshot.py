@@ -8,6 +8,7 @@ snapshot in place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -134,6 +135,10 @@ class Snapshot:
         if 0 <= index < len(self):
             return parse_name(self.file_names[index])[0]
         return None
+
+    def subset(self, indices: Sequence[int] | range) -> Snapshot:
+        """Return the same state restricted to some row groups (for read-only views)."""
+        return dataclasses.replace(self, stats=self.stats.take(pa.array(list(indices), pa.int64())))
 
     def successor(
         self,

@@ -6,15 +6,19 @@ import contextlib
 import os
 from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from oupsish.dataset import OrderedParquetDataset
 from oupsish.indexer import is_toplevel
+from oupsish.interop import duckdb as interop_duckdb
 from oupsish.intersections import KeySource, iter_intersections
 from oupsish.metadata import METADATA_SUFFIX
 from oupsish.verify import Problem
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["Store"]
 
@@ -154,6 +158,34 @@ class Store:
             if problems:
                 report[key] = problems
         return report
+
+    def to_duckdb(
+        self,
+        keys: Sequence[Any] | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
+    ) -> duckdb.DuckDBPyConnection:
+        """Register datasets as DuckDB views named ``str(key)``; return the connection.
+
+        Each view reads the explicit file list of the dataset's current snapshot, in
+        order. Needs ``pip install oupsish[duckdb]``.
+
+        Parameters
+        ----------
+        keys : list, optional
+            The keys to register; all keys of the store by default.
+        connection : duckdb.DuckDBPyConnection, optional
+            Where to create the views; a new in-memory connection by default.
+        """
+        con = interop_duckdb.connect(connection)
+        for key in self.keys if keys is None else keys:
+            self._check_key(key)
+            if key not in self:
+                raise KeyError(f"key '{key}' not found in store.")
+            files = self.get(key).files
+            source = interop_duckdb.files_sql(files)
+            name = interop_duckdb.quote_identifier(str(key))
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
+        return con
 
     def iter_intersections(
         self,
