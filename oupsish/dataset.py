@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ import pyarrow as pa
 from oupsish.commit import DatasetPaths, Transaction, read_snapshot
 from oupsish.errors import CorruptDatasetError, ReadOnlyError
 from oupsish.frames import OrderedOn, arrow_name
+from oupsish.ingest import csv_chunks, is_stream, write_stream
 from oupsish.interop import dask as interop_dask
 from oupsish.interop import duckdb as interop_duckdb
 from oupsish.interop import polars as interop_polars
@@ -349,13 +350,14 @@ class OrderedParquetDataset(_Reader):
     def write(
         self,
         *,
-        df: pd.DataFrame | None = None,
+        df: pd.DataFrame | Iterable[pd.DataFrame] | pa.RecordBatchReader | None = None,
         ordered_on: OrderedOn | None = None,
         row_group_target_size: int | str = DEFAULT_ROW_GROUP_TARGET_SIZE,
         duplicates_on: str | Sequence[Hashable] | None = None,
         max_n_off_target_rgs: int | None = None,
         key_value_metadata: Mapping[str, str | None] | None = None,
         compression: str | None = DEFAULT_COMPRESSION,
+        batch_rows: int | None = None,
         **parquet_options: Any,
     ) -> None:
         """Merge ``df`` into the dataset, in order, in one atomic commit.
@@ -367,9 +369,12 @@ class OrderedParquetDataset(_Reader):
 
         Parameters
         ----------
-        df : pandas.DataFrame, optional
+        df : pandas.DataFrame, iterable of DataFrames or pyarrow.RecordBatchReader, optional
             New rows, sorted on ``ordered_on``, with no null there. ``None`` or an empty
-            frame writes no rows (metadata and resizing still apply).
+            frame writes no rows (metadata and resizing still apply). A stream (an
+            iterable of frames, a generator, a ``RecordBatchReader``) is written batch by
+            batch, one commit per batch, at bounded memory; each batch must be sorted
+            and ``key_value_metadata`` is committed with the first one.
         ordered_on : str, optional
             Required by the first write unless given to the constructor.
         row_group_target_size : int or str, default 6_345_000
@@ -387,6 +392,9 @@ class OrderedParquetDataset(_Reader):
             Keys to add or update; a ``None`` value removes the key. Committed with the rows.
         compression : str, default "snappy"
             Parquet codec of new files.
+        batch_rows : int, optional
+            For a stream: gather frames until a batch has this many rows (default: one
+            commit per frame).
         **parquet_options
             Further options of :func:`pyarrow.parquet.write_table` (``compression_level``,
             ``use_dictionary``...).
@@ -399,6 +407,27 @@ class OrderedParquetDataset(_Reader):
         TimeoutError
             If another writer holds the dataset longer than ``lock_timeout``.
         """
+        if is_stream(df):
+            first = True
+
+            def write_batch(batch: pd.DataFrame) -> None:
+                nonlocal first
+                self.write(
+                    df=batch,
+                    ordered_on=ordered_on,
+                    row_group_target_size=row_group_target_size,
+                    duplicates_on=duplicates_on,
+                    max_n_off_target_rgs=max_n_off_target_rgs,
+                    key_value_metadata=key_value_metadata if first else None,
+                    compression=compression,
+                    **parquet_options,
+                )
+                first = False
+
+            write_stream(df, write_batch, batch_rows)
+            if first and key_value_metadata:
+                write_batch(pd.DataFrame())
+            return
         options = WriteOptions(
             ordered_on=ordered_on if ordered_on is not None else self._requested_ordered_on,
             row_group_target_size=row_group_target_size,
@@ -409,6 +438,53 @@ class OrderedParquetDataset(_Reader):
         )
         snapshot = write_dataset(self._paths, df, options, self._lock_timeout)
         self._cache = (self._signature(), snapshot)
+
+    def ingest_csv(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ordered_on: str | None = None,
+        chunksize: int = 1_000_000,
+        read_csv: Mapping[str, Any] | None = None,
+        **write_options: Any,
+    ) -> int:
+        """Parse a CSV file (plain or ``.gz``/``.zst``/``.bz2``...) in chunks and write them.
+
+        Each chunk is one commit; memory holds about one chunk. Empty and header-only
+        files write nothing.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The CSV file; compression is inferred from its extension.
+        ordered_on : str, optional
+            The ordered column (the dataset's by default); parsed as dates unless
+            ``read_csv`` says otherwise.
+        chunksize : int, default 1_000_000
+            Rows parsed and committed at a time.
+        read_csv : dict, optional
+            Options of :func:`pandas.read_csv` (``dtype``, ``sep``, ``parse_dates``...).
+        **write_options
+            Options of :meth:`write`.
+
+        Returns
+        -------
+        int
+            The number of rows read from the file.
+        """
+        column = ordered_on if ordered_on is not None else self.ordered_on
+        if not isinstance(column, str):
+            raise ValueError(f"ingest_csv needs ordered_on for dataset '{self.dirpath}'.")
+        rows = 0
+
+        def counted() -> Iterator[pd.DataFrame]:
+            nonlocal rows
+            for chunk in csv_chunks(path, column, chunksize, dict(read_csv or {})):
+                rows += len(chunk)
+                yield chunk
+
+        self.write(df=counted(), ordered_on=column, **write_options)
+        return rows
 
     def verify(self) -> list[Problem]:
         """Check the files on disk against the committed metadata; change nothing.
