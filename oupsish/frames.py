@@ -43,6 +43,16 @@ def arrow_name(label: Hashable) -> str:
     return str(label)
 
 
+def _conversion_hint(df: object) -> str:
+    if isinstance(df, pa.Table | pa.RecordBatch):
+        return " Convert an Arrow table with df.to_pandas()."
+    if isinstance(df, pd.Series):
+        return " Convert a Series with series.to_frame() or pass a DataFrame of all columns."
+    if isinstance(df, dict):
+        return " Build the frame with pandas.DataFrame(your_dict)."
+    return ""
+
+
 def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame:
     """Check that ``df`` can be written: a DataFrame, ordered on a clean, sorted column.
 
@@ -52,11 +62,16 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
         If ``df`` is not a pandas DataFrame.
     InvalidFrameError
         If ``ordered_on`` is missing, has nulls, is not sorted, or column names repeat.
+
+    A frame without rows is returned as is, whatever its columns: it writes nothing.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(
             f"df must be a pandas DataFrame, got {type(df).__name__} (dataset '{dataset}')."
+            + _conversion_hint(df)
         )
+    if len(df) == 0:
+        return df  # no rows: nothing to write, whatever the columns
     duplicated = df.columns[df.columns.duplicated()].unique().tolist()
     if duplicated:
         raise InvalidFrameError(
@@ -83,15 +98,21 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
             f"ordered_on column {ordered_on!r} has {int(nulls.sum())} null/NaN/NaT value(s), "
             f"first at row {first} (dataset '{dataset}')."
         )
-    if not column.is_monotonic_increasing:
+    try:
+        if column.is_monotonic_increasing:
+            return df
         values = column.to_numpy()
         decreasing = np.flatnonzero(values[1:] < values[:-1])
-        where = f", first at row {int(decreasing[0]) + 1}" if len(decreasing) else ""
+    except TypeError as error:
         raise InvalidFrameError(
-            f"the frame must be sorted ascending on {ordered_on!r}; it is not{where} "
-            f"(dataset '{dataset}')."
-        )
-    return df
+            f"ordered_on column {ordered_on!r} holds values that cannot be compared with each "
+            f"other ({error}); it must hold one type of ordered values (dataset '{dataset}')."
+        ) from error
+    where = f", first at row {int(decreasing[0]) + 1}" if len(decreasing) else ""
+    raise InvalidFrameError(
+        f"the frame must be sorted ascending on {ordered_on!r}; it is not{where} "
+        f"(dataset '{dataset}')."
+    )
 
 
 def normalize_duplicates_on(
@@ -148,7 +169,8 @@ def _same_family(actual: pa.DataType, stored: pa.DataType) -> bool:
     if actual.equals(stored) or pa.types.is_null(actual):
         return True
     if pa.types.is_timestamp(actual) and pa.types.is_timestamp(stored):
-        return bool(actual.tz == stored.tz)
+        # Any resolution; tz-aware into tz-aware is a lossless conversion of the same instants.
+        return (actual.tz is None) == (stored.tz is None)
     strings = (pa.types.is_string, pa.types.is_large_string)
     if any(f(actual) for f in strings) and any(f(stored) for f in strings):
         return True
@@ -162,20 +184,36 @@ def _same_family(actual: pa.DataType, stored: pa.DataType) -> bool:
     return False
 
 
+def _type_text(arrow_type: pa.DataType) -> str:
+    """Name an Arrow type, with the pandas dtype a user knows when it reads differently."""
+    if pa.types.is_timestamp(arrow_type):
+        tz = f", {arrow_type.tz}" if arrow_type.tz is not None else ""
+        pandas_name = f"datetime64[{arrow_type.unit}{tz}]"
+    elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        pandas_name = "str"
+    elif pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        pandas_name = str(np.dtype(arrow_type.to_pandas_dtype()))
+    else:
+        pandas_name = str(arrow_type)
+    text = str(arrow_type)
+    return text if pandas_name == text else f"{text} ({pandas_name})"
+
+
 def _schema_problems(actual: pa.Schema, stored: pa.Schema) -> list[str]:
     problems = []
     missing = [name for name in stored.names if name not in actual.names]
     extra = [name for name in actual.names if name not in stored.names]
     if missing:
-        problems.append(f"missing column(s) {missing}")
+        problems.append(f"missing column(s) {missing} (in the dataset, not in the frame)")
     if extra:
-        problems.append(f"extra column(s) {extra}")
+        problems.append(f"extra column(s) {extra} (in the frame, not in the dataset)")
     for field in actual:
         if field.name in stored.names:
             expected = stored.field(field.name).type
             if not _same_family(field.type, expected):
                 problems.append(
-                    f"column '{field.name}' is {field.type}, the dataset stores {expected}"
+                    f"column '{field.name}' is {_type_text(field.type)}, "
+                    f"the dataset stores {_type_text(expected)}"
                 )
     return problems
 
@@ -202,16 +240,17 @@ def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> 
     problems = _schema_problems(table.schema, stored)
     if problems:
         raise SchemaMismatchError(
-            f"the frame does not match the schema of dataset '{dataset}': "
+            f"dataset '{dataset}': the frame does not match the dataset's schema: "
             + "; ".join(problems)
-            + "."
+            + f". The dataset's columns are {stored.names}; nothing was written."
         )
     table = table.select(stored.names)
     try:
         return table.cast(stored)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise SchemaMismatchError(
-            f"the frame's values do not fit the schema of dataset '{dataset}': {error}."
+            f"dataset '{dataset}': the frame's values do not fit the dataset's schema "
+            f"{stored.names}: {error}."
         ) from error
 
 
@@ -246,6 +285,12 @@ def bound_value(value: object, arrow_type: pa.DataType, column: OrderedOn) -> An
         for a timezone-aware column).
     """
     if pa.types.is_timestamp(arrow_type):
+        if isinstance(value, bool | int | float | np.number):
+            # pandas would read a number as nanoseconds since 1970: surely not what was meant.
+            raise TypeError(
+                f"bound {value!r} is a number, but column {column!r} holds timestamps: pass a "
+                "pandas Timestamp, a datetime or a date string."
+            )
         try:
             stamp = pd.Timestamp(value)  # type: ignore[arg-type]
         except (TypeError, ValueError) as error:

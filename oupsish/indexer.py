@@ -25,7 +25,17 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+elif sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10: the marker only informs type checkers.
+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda decorator: decorator
+
 
 __all__ = ["is_sublevel", "is_toplevel", "sublevel", "toplevel"]
 
@@ -140,9 +150,10 @@ def _check_leaf_text(owner: str, name: str, value: object, field_sep: str) -> No
         raise ValueError(f"field '{name}' of {owner} is an empty string; it names a folder.")
     for forbidden in (field_sep, ".", *_PATH_CHARS):
         if forbidden in text:
+            dot = "" if field_sep == "." else ", '.'"
             raise ValueError(
                 f"field '{name}' of {owner} is {value!r}, which contains {forbidden!r}; "
-                f"values cannot contain the field separator {field_sep!r}, '.' "
+                f"values cannot contain the field separator {field_sep!r}{dot} "
                 "or a path separator."
             )
     if text.endswith(RESERVED_SUFFIX):
@@ -299,6 +310,7 @@ def _caller_namespace() -> dict[str, Any]:
     return {**frame.f_globals, **frame.f_locals}
 
 
+@dataclass_transform(eq_default=True, order_default=True, frozen_default=True)
 def sublevel(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen, ordered dataclass usable as the last field of a key level.
 
@@ -317,15 +329,18 @@ def sublevel(cls: type[T]) -> type[T]:
 
 
 @overload
+@dataclass_transform(eq_default=True, order_default=True, frozen_default=True)
 def toplevel(cls: type[T], /) -> type[T]: ...
 
 
 @overload
+@dataclass_transform(eq_default=True, order_default=True, frozen_default=True)
 def toplevel(
     cls: None = None, /, *, field_sep: str = ..., fields_sep: str | None = ...
 ) -> Callable[[type[T]], type[T]]: ...
 
 
+@dataclass_transform(eq_default=True, order_default=True, frozen_default=True)
 def toplevel(
     cls: type[T] | None = None,
     /,

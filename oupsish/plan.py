@@ -174,10 +174,10 @@ def make_target(row_group_target_size: object, *, tz: str | None = None) -> Targ
             offset = pd.tseries.frequencies.to_offset(row_group_target_size)
         except ValueError:
             offset = None
-        if offset is None or (isinstance(offset, pd.offsets.Tick) and offset.nanos <= 0):
+        if offset is None or offset.n <= 0:
             raise ValueError(
-                f"row_group_target_size {row_group_target_size!r} is not a pandas frequency "
-                "(such as '1D', '6h', 'MS')."
+                f"row_group_target_size {row_group_target_size!r} is not a positive pandas "
+                "frequency (such as '1D', '6h', 'MS')."
             )
         return PeriodTarget(row_group_target_size, tz)
     raise ValueError(

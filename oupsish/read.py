@@ -16,7 +16,14 @@ from oupsish.frames import arrow_name, bound_value, ordered_values
 from oupsish.io import read_files
 from oupsish.snapshot import Snapshot
 
-__all__ = ["Range", "read_row_groups", "read_table", "retrying", "to_frame"]
+__all__ = [
+    "Range",
+    "is_missing_file_error",
+    "read_row_groups",
+    "read_table",
+    "retrying",
+    "to_frame",
+]
 
 T = TypeVar("T")
 
@@ -32,16 +39,25 @@ class Range:
 
     @classmethod
     def of(
-        cls, snapshot: Snapshot, schema: pa.Schema | None, start: object, end_excl: object
+        cls,
+        snapshot: Snapshot,
+        schema: pa.Schema | None,
+        start: object,
+        end_excl: object,
+        dataset: str | None = None,
     ) -> Range:
-        """Convert user bounds to the column's comparable values; check their order."""
+        """Convert user bounds to the column's comparable values; check their order.
+
+        ``dataset`` (its folder) is named in error messages when given.
+        """
         if snapshot.ordered_on is None or schema is None or (start is None and end_excl is None):
             return cls(None, None)
         arrow_type = schema.field(arrow_name(snapshot.ordered_on)).type
         lo = None if start is None else bound_value(start, arrow_type, snapshot.ordered_on)
         hi = None if end_excl is None else bound_value(end_excl, arrow_type, snapshot.ordered_on)
         if lo is not None and hi is not None and not lo < hi:
-            raise ValueError(f"start ({start!r}) must be before end_excl ({end_excl!r}).")
+            where = f" (dataset '{dataset}')" if dataset is not None else ""
+            raise ValueError(f"start ({start!r}) must be before end_excl ({end_excl!r}){where}.")
         return cls(lo, hi)
 
     def row_groups(self, snapshot: Snapshot) -> tuple[int, int]:
@@ -79,21 +95,63 @@ def read_row_groups(
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as error:
-        if _missing_file(error):
+        if is_missing_file_error(error):
             raise FileNotFoundError(str(error)) from error
         raise CorruptDatasetError(
             f"dataset '{paths.folder}': a data file cannot be read: {error}"
         ) from error
-    expected = int(snapshot.n_rows[list(indices)].sum()) if len(indices) else 0
+    counts = snapshot.n_rows[list(indices)]
+    expected = int(counts.sum())
     if table.num_rows != expected:
         raise CorruptDatasetError(
-            f"dataset '{paths.folder}': its files hold {table.num_rows} rows where the "
-            f"metadata records {expected}; run verify() to locate the damage."
+            f"dataset '{paths.folder}': its files {names if len(names) <= 3 else names[:3]} "
+            f"hold {table.num_rows} rows where the metadata records {expected}; run verify() "
+            "to locate the damage."
         )
+    if snapshot.ordered_on is not None and len(names):
+        column = arrow_name(snapshot.ordered_on)
+        if column in table.column_names:
+            _check_bounds(paths, snapshot, list(indices), counts, table.column(column))
     return table
 
 
-def _missing_file(error: BaseException) -> bool:
+def _check_bounds(
+    paths: DatasetPaths,
+    snapshot: Snapshot,
+    indices: list[int],
+    counts: np.ndarray[Any, Any],
+    column: pa.ChunkedArray[Any],
+) -> None:
+    """Check each row group's first and last ``ordered_on`` value against the metadata.
+
+    A data file replaced by another one with the same number of rows would otherwise
+    return wrong rows silently. Two values per row group: the cost is negligible.
+    """
+    ends = np.cumsum(counts)
+    positions = np.concatenate([ends - counts, ends - 1])
+    values = ordered_values(column.take(pa.array(positions, pa.int64())))
+    firsts, lasts = values[: len(indices)], values[len(indices) :]
+    try:
+        bad_min = np.asarray(firsts != snapshot.mins[indices], dtype=bool)
+        bad_max = np.asarray(lasts != snapshot.maxs[indices], dtype=bool)
+    except (TypeError, ValueError):
+        return  # values not comparable with the statistics' type: nothing to conclude
+    if bad_min.shape != (len(indices),) or bad_max.shape != (len(indices),):
+        return
+    bad = np.flatnonzero(bad_min | bad_max)
+    if len(bad):
+        at = int(bad[0])
+        index = indices[at]
+        raise CorruptDatasetError(
+            f"dataset '{paths.folder}': data file '{snapshot.file_names[index]}' holds "
+            f"{snapshot.ordered_on!r} values from {firsts[at]!r} to {lasts[at]!r} where the "
+            f"metadata records {snapshot.mins[index]!r} to {snapshot.maxs[index]!r}; run "
+            "verify() to locate the damage."
+        )
+
+
+def is_missing_file_error(error: BaseException) -> bool:
+    """Return whether an Arrow or OS error reports a file that does not exist."""
     return "No such file or directory" in str(error) or "does not exist" in str(error)
 
 

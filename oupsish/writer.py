@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from oupsish.commit import DatasetPaths, Transaction, read_snapshot
-from oupsish.errors import OrderedOnMismatchError
+from oupsish.errors import CorruptDatasetError, OrderedOnMismatchError
 from oupsish.frames import (
     OrderedOn,
     arrow_name,
@@ -31,7 +31,7 @@ from oupsish.frames import (
     normalize_duplicates_on,
     ordered_values,
 )
-from oupsish.io import ParquetOptions, read_files, read_schema, write_file
+from oupsish.io import ParquetOptions, read_schema, write_file
 from oupsish.metadata import key_value_update
 from oupsish.naming import allocate_keys, format_name, has_room_before
 from oupsish.plan import (
@@ -42,9 +42,12 @@ from oupsish.plan import (
     make_target,
     plan_windows,
 )
+from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
 
 __all__ = ["Prepared", "WriteOptions", "execute", "prepare", "resolve_ordered_on", "schema_of"]
+
+RESERVED_METADATA_KEYS = frozenset({"ordered_on"})
 
 
 @dataclass(frozen=True)
@@ -58,21 +61,32 @@ class WriteOptions:
     key_value_metadata: Mapping[str, str | None] | None
     parquet: ParquetOptions
 
-    def __post_init__(self) -> None:
+    def check(self, dataset: str) -> None:
+        """Raise if an option is invalid, naming ``dataset`` and the offending value."""
         n = self.max_n_off_target_rgs
         if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0):
-            raise ValueError(f"max_n_off_target_rgs must be None or an int >= 0, got {n!r}.")
+            raise ValueError(
+                f"max_n_off_target_rgs must be None or an int >= 0, got "
+                f"{type(n).__name__} {n!r} (dataset '{dataset}')."
+            )
         metadata = self.key_value_metadata
         if metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise TypeError(
-                    f"key_value_metadata must be a dict, got {type(metadata).__name__}."
+                    f"key_value_metadata must be a dict of str to str (or None), got "
+                    f"{type(metadata).__name__} {metadata!r} (dataset '{dataset}')."
                 )
             for key, value in metadata.items():
                 if not isinstance(key, str) or not (value is None or isinstance(value, str)):
                     raise TypeError(
                         "key_value_metadata maps str keys to str values (None removes a key); "
-                        f"got {key!r}: {value!r}."
+                        f"got {type(key).__name__} {key!r}: {type(value).__name__} {value!r} "
+                        f"(dataset '{dataset}')."
+                    )
+                if key in RESERVED_METADATA_KEYS:
+                    raise ValueError(
+                        f"key_value_metadata key {key!r} is reserved: the dataset records it "
+                        f"itself (dataset '{dataset}')."
                     )
 
 
@@ -94,13 +108,31 @@ def schema_of(paths: DatasetPaths, snapshot: Snapshot) -> pa.Schema | None:
     """Return the dataset's schema, read from its first file if the metadata lacks it."""
     if snapshot.schema is not None or not len(snapshot):
         return snapshot.schema
-    return read_schema(paths.data_file(snapshot.file_names[0]))
+    path = paths.data_file(snapshot.file_names[0])
+    try:
+        return read_schema(path)
+    except FileNotFoundError:
+        raise  # a reader racing a commit retries on the new snapshot
+    except (pa.ArrowException, OSError) as error:
+        if is_missing_file_error(error):
+            raise FileNotFoundError(str(error)) from error
+        raise CorruptDatasetError(
+            f"dataset '{paths.folder}': data file '{path.name}' cannot be read: {error}"
+        ) from error
 
 
 def resolve_ordered_on(
     stored: OrderedOn | None, requested: OrderedOn | None, dataset: str
 ) -> OrderedOn | None:
     """Return the dataset's ``ordered_on``; a request differing from the stored one fails."""
+    if requested is not None and not (
+        isinstance(requested, str)
+        or (isinstance(requested, tuple) and all(isinstance(part, str) for part in requested))
+    ):
+        raise TypeError(
+            f"ordered_on must be a column name (str), got {type(requested).__name__} "
+            f"{requested!r} (dataset '{dataset}')."
+        )
     if requested is not None and stored is not None and requested != stored:
         raise OrderedOnMismatchError(
             f"ordered_on {requested!r} does not match {stored!r}, the column dataset "
@@ -120,7 +152,10 @@ def _target_for(
     source = schema if schema is not None else (table.schema if table is not None else None)
     arrow_type = source.field(name).type if source is not None and name in source.names else None
     tz = arrow_type.tz if arrow_type is not None and pa.types.is_timestamp(arrow_type) else None
-    target = make_target(row_group_target_size, tz=tz)
+    try:
+        target = make_target(row_group_target_size, tz=tz)
+    except ValueError as error:
+        raise ValueError(f"{str(error).rstrip('.')} (dataset '{dataset}').") from None
     if (
         isinstance(target, PeriodTarget)
         and arrow_type is not None
@@ -136,6 +171,7 @@ def _target_for(
 def prepare(paths: DatasetPaths, snapshot: Snapshot, df: object, options: WriteOptions) -> Prepared:
     """Check a write against ``snapshot`` and convert its frame; raise on bad input."""
     dataset = str(paths.folder)
+    options.check(dataset)
     ordered_on = resolve_ordered_on(snapshot.ordered_on, options.ordered_on, dataset)
     if ordered_on is None:
         raise ValueError(f"ordered_on is required for the first write to dataset '{dataset}'.")
@@ -206,6 +242,22 @@ def _write_chunk(path: Path, *, chunk: pa.Table, parquet: ParquetOptions) -> Non
     write_file(path, chunk, parquet)
 
 
+def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
+    """Read row groups to rewrite; damaged or missing files refuse the write, loudly."""
+    try:
+        return read_row_groups(txn.paths, txn.snapshot, schema, indices)
+    except FileNotFoundError as error:
+        # Under the writers' lock, a file the snapshot lists cannot vanish by a race.
+        raise CorruptDatasetError(
+            f"dataset '{txn.paths.folder}': a data file listed by its metadata is missing "
+            f"({error}); the write was refused and nothing changed."
+        ) from error
+    except CorruptDatasetError as error:
+        raise CorruptDatasetError(
+            f"{error}; the write needs these rows, so it was refused and nothing changed."
+        ) from error
+
+
 def _encode_window(
     txn: Transaction,
     window: Window,
@@ -217,13 +269,7 @@ def _encode_window(
     snapshot = txn.snapshot
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
-    existing = read_files(
-        [
-            txn.paths.data_file(name)
-            for name in snapshot.file_names[window.rg_start : window.rg_end]
-        ],
-        schema,
-    )
+    existing = _read_existing(txn, range(window.rg_start, window.rg_end), schema)
     new = (
         prepared.table.slice(window.new_start, window.n_new)
         if prepared.table is not None
@@ -274,9 +320,7 @@ def _splice(
     return pa.concat_tables([part.cast(target) for part in kept])
 
 
-def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snapshot | None:
-    """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged."""
-    snapshot = txn.snapshot
+def _plan(snapshot: Snapshot, prepared: Prepared, options: WriteOptions) -> list[Window]:
     windows = plan_windows(
         snapshot.mins,
         snapshot.maxs,
@@ -289,12 +333,24 @@ def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snap
     first_key = snapshot.position_key(0)
     if windows and first_key is not None and not has_room_before(first_key):
         windows = make_room_before_first(windows)
-    if not windows:
+    return windows
+
+
+def _changes_nothing(snapshot: Snapshot, prepared: Prepared, windows: list[Window]) -> bool:
+    if windows:
+        return False
+    if snapshot.exists:
         metadata_unchanged = dict(snapshot.key_value_metadata) == prepared.key_value_metadata
-        if snapshot.exists and metadata_unchanged and snapshot.ordered_on == prepared.ordered_on:
-            return None
-        if not snapshot.exists and not prepared.key_value_metadata:
-            return None
+        return metadata_unchanged and snapshot.ordered_on == prepared.ordered_on
+    return not prepared.key_value_metadata
+
+
+def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snapshot | None:
+    """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged."""
+    snapshot = txn.snapshot
+    windows = _plan(snapshot, prepared, options)
+    if _changes_nothing(snapshot, prepared, windows):
+        return None
     commit = snapshot.commit + 1
     replacements = [
         (window, _encode_window(txn, window, prepared, options.parquet, commit))
@@ -317,7 +373,13 @@ def write_dataset(
     paths: DatasetPaths, df: object, options: WriteOptions, lock_timeout: float | None
 ) -> Snapshot:
     """Write ``df`` into the dataset at ``paths``; return the committed snapshot."""
-    prepared = prepare(paths, read_snapshot(paths), df, options)
+    snapshot = read_snapshot(paths)
+    prepared = prepare(paths, snapshot, df, options)
+    if prepared.table is None and _changes_nothing(
+        snapshot, prepared, _plan(snapshot, prepared, options)
+    ):
+        # A write that changes nothing touches nothing: no lock, no folder, no commit.
+        return snapshot
     with Transaction(paths, lock_timeout) as txn:
         current = txn.snapshot
         if (current.ordered_on, schema_of(paths, current)) != prepared.checked_against:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from oupsish import (
+    DatasetView,
     OrderedParquetDataset,
     ReadOnlyError,
     SchemaMismatchError,
@@ -16,17 +18,26 @@ from oupsish import (
 )
 
 
-def frame(ts, **columns) -> pd.DataFrame:
+def all_rows(reader: OrderedParquetDataset | DatasetView) -> pd.DataFrame:
+    """``to_pandas()``, which must not be empty here."""
+    rows = reader.to_pandas()
+    assert rows is not None
+    return rows
+
+
+def frame(ts: Any, **columns: Any) -> pd.DataFrame:
     ts = pd.to_datetime(ts) if isinstance(ts[0], str) else ts
     data = {"ts": ts}
     data.update(columns or {"v": np.arange(len(ts), dtype=float)})
-    return pd.DataFrame(data)
+    df: pd.DataFrame = pd.DataFrame(data)
+    return df
 
 
-def hours(start: str, n: int, **columns) -> pd.DataFrame:
-    data = {"ts": pd.date_range(start, periods=n, freq="h")}
+def hours(start: str, n: int, **columns: Any) -> pd.DataFrame:
+    data: dict[str, Any] = {"ts": pd.date_range(start, periods=n, freq="h")}
     data.update(columns or {"v": np.arange(n, dtype=float)})
-    return pd.DataFrame(data)
+    df: pd.DataFrame = pd.DataFrame(data)
+    return df
 
 
 def snapshot_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -36,7 +47,7 @@ def snapshot_files(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_new_dataset_touches_nothing_on_disk(tmp_path) -> None:
+def test_new_dataset_touches_nothing_on_disk(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "a" / "ds", ordered_on="ts")
     assert ds.is_newly_initialized
     assert ds.to_pandas() is None
@@ -44,17 +55,17 @@ def test_new_dataset_touches_nothing_on_disk(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_write_then_read(tmp_path) -> None:
+def test_write_then_read(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 5))
     assert not ds.is_newly_initialized
-    result = ds.to_pandas()
+    result = all_rows(ds)
     assert result["v"].tolist() == [0, 1, 2, 3, 4]
     assert isinstance(result.index, pd.RangeIndex) and result.index.start == 0
-    assert sorted(os.listdir(tmp_path)) == ["ds", "ds.lock", "ds_opdmd"]
+    assert sorted(os.listdir(tmp_path)) == ["ds", "ds.lock", "ds_history", "ds_opdmd"]
 
 
-def test_ordered_on_is_required_then_fixed(tmp_path) -> None:
+def test_ordered_on_is_required_then_fixed(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds")
     with pytest.raises(ValueError, match="ordered_on is required"):
         ds.write(df=hours("2024-01-01", 2))
@@ -66,7 +77,7 @@ def test_ordered_on_is_required_then_fixed(tmp_path) -> None:
         OrderedParquetDataset(tmp_path / "ds", ordered_on="other")
 
 
-def test_insert_rewrites_only_the_overlapped_row_group(tmp_path) -> None:
+def test_insert_rewrites_only_the_overlapped_row_group(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 40), row_group_target_size=10)
     before = snapshot_files(ds.dirpath)
@@ -75,47 +86,47 @@ def test_insert_rewrites_only_the_overlapped_row_group(tmp_path) -> None:
     kept = set(before) & set(after)
     assert len(before) - len(kept) == 1  # only the second row group was replaced
     assert all(before[name] == after[name] for name in kept)
-    values = ds.to_pandas()["v"].tolist()
+    values = all_rows(ds)["v"].tolist()
     assert values[:14] == [*range(13), 99.0]
     assert pq.read_table(ds.dirpath).to_pandas()["v"].tolist() == values
 
 
-def test_rows_between_row_groups_touch_no_row_group(tmp_path) -> None:
+def test_rows_between_row_groups_touch_no_row_group(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": [0, 1, 10, 11]}), row_group_target_size=2)
     before = snapshot_files(ds.dirpath)
     ds.write(df=pd.DataFrame({"k": [5]}), row_group_target_size=2)
     after = snapshot_files(ds.dirpath)
     assert set(before) <= set(after) and len(after) == 3
-    assert ds.to_pandas()["k"].tolist() == [0, 1, 5, 10, 11]
+    assert all_rows(ds)["k"].tolist() == [0, 1, 5, 10, 11]
 
 
-def test_prepend_before_the_first_row_group(tmp_path) -> None:
+def test_prepend_before_the_first_row_group(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": [10, 11, 12, 13]}), row_group_target_size=2)
     for start in (8, 6, 4, 2, 0):
         ds.write(df=pd.DataFrame({"k": [start, start + 1]}), row_group_target_size=2)
-    assert ds.to_pandas()["k"].tolist() == list(range(14))
+    assert all_rows(ds)["k"].tolist() == list(range(14))
     assert pq.read_table(ds.dirpath).to_pandas()["k"].tolist() == list(range(14))
 
 
 @pytest.mark.parametrize("duplicates_on", ["key", ["key"], ("key",)])
-def test_duplicates_keep_the_new_row(tmp_path, duplicates_on) -> None:
+def test_duplicates_keep_the_new_row(tmp_path: Path, duplicates_on: Any) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=pd.DataFrame({"ts": [1, 2, 3], "key": [1, 1, 1], "v": [1.0, 2.0, 3.0]}))
     new = pd.DataFrame({"ts": [2, 2, 4], "key": [1, 1, 1], "v": [20.0, 21.0, 4.0]})
     ds.write(df=new, duplicates_on=duplicates_on)
-    assert ds.to_pandas()["v"].tolist() == [1.0, 21.0, 3.0, 4.0]
+    assert all_rows(ds)["v"].tolist() == [1.0, 21.0, 3.0, 4.0]
 
 
-def test_duplicates_on_all_columns(tmp_path) -> None:
+def test_duplicates_on_all_columns(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=pd.DataFrame({"ts": [1, 2], "v": [1.0, 2.0]}))
     ds.write(df=pd.DataFrame({"ts": [2, 2], "v": [2.0, 5.0]}), duplicates_on=[])
-    assert ds.to_pandas()["v"].tolist() == [1.0, 2.0, 5.0]
+    assert all_rows(ds)["v"].tolist() == [1.0, 2.0, 5.0]
 
 
-def test_write_never_modifies_the_callers_objects(tmp_path) -> None:
+def test_write_never_modifies_the_callers_objects(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     df = pd.DataFrame({"ts": [1, 1, 2], "key": [1, 1, 2], "v": [1.0, 2.0, 3.0]})
     original = df.copy()
@@ -129,7 +140,9 @@ def test_write_never_modifies_the_callers_objects(tmp_path) -> None:
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
 @pytest.mark.parametrize("tz", [None, "Europe/Paris"])
-def test_frequency_row_groups_for_every_unit_and_timezone(tmp_path, unit, tz) -> None:
+def test_frequency_row_groups_for_every_unit_and_timezone(
+    tmp_path: Path, unit: Literal["s", "ms", "us", "ns"], tz: str | None
+) -> None:
     ts = pd.date_range("2024-01-01 20:00", periods=16, freq="2h", tz=tz).as_unit(unit)
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=pd.DataFrame({"ts": ts, "v": range(16)}), row_group_target_size="1D")
@@ -137,12 +150,12 @@ def test_frequency_row_groups_for_every_unit_and_timezone(tmp_path, unit, tz) ->
     days = [ts.normalize() for ts in stats["ordered_on_mins"]]
     assert days == [ts.normalize() for ts in stats["ordered_on_maxs"]]
     assert len(set(days)) == len(days) == 3
-    result = ds.to_pandas()
+    result = all_rows(ds)
     assert result["ts"].dt.tz == ts.tz and str(result["ts"].dtype).startswith("datetime64")
     assert result["v"].tolist() == list(range(16))
 
 
-def test_month_start_frequency_and_coalescing(tmp_path) -> None:
+def test_month_start_frequency_and_coalescing(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     days = pd.date_range("2024-01-01", "2024-03-31", freq="D")
     for chunk in np.array_split(np.arange(len(days)), 9):
@@ -152,10 +165,10 @@ def test_month_start_frequency_and_coalescing(tmp_path) -> None:
             max_n_off_target_rgs=1,
         )
     assert ds.row_group_stats["n_rows"].tolist() == [31, 29, 31]
-    assert ds.to_pandas()["v"].tolist() == list(range(len(days)))
+    assert all_rows(ds)["v"].tolist() == list(range(len(days)))
 
 
-def test_live_appends_with_coalescing_keep_row_groups_near_target(tmp_path) -> None:
+def test_live_appends_with_coalescing_keep_row_groups_near_target(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     for start in range(0, 1000, 10):
         ds.write(
@@ -169,7 +182,7 @@ def test_live_appends_with_coalescing_keep_row_groups_near_target(tmp_path) -> N
     assert len(n_rows) <= 13
 
 
-def test_max_n_off_target_rgs_zero_behaves_like_one(tmp_path) -> None:
+def test_max_n_off_target_rgs_zero_behaves_like_one(tmp_path: Path) -> None:
     layouts = []
     for n in (0, 1):
         ds = OrderedParquetDataset(tmp_path / f"ds{n}", ordered_on="k")
@@ -183,17 +196,17 @@ def test_max_n_off_target_rgs_zero_behaves_like_one(tmp_path) -> None:
     assert layouts[0] == layouts[1] == [20, 20, 10]
 
 
-def test_resizing_without_new_rows(tmp_path) -> None:
+def test_resizing_without_new_rows(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     for start in range(0, 30, 3):
         ds.write(df=pd.DataFrame({"k": range(start, start + 3)}), row_group_target_size=10)
     assert len(ds) == 10
     ds.write(row_group_target_size=10, max_n_off_target_rgs=1)
     assert ds.row_group_stats["n_rows"].tolist() == [10, 10, 10]
-    assert ds.to_pandas()["k"].tolist() == list(range(30))
+    assert all_rows(ds)["k"].tolist() == list(range(30))
 
 
-def test_key_value_metadata_add_update_remove(tmp_path) -> None:
+def test_key_value_metadata_add_update_remove(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 2), key_value_metadata={"source": "a", "version": "1"})
     ds.write(
@@ -205,7 +218,7 @@ def test_key_value_metadata_add_update_remove(tmp_path) -> None:
     reopened = OrderedParquetDataset(tmp_path / "ds")
     assert reopened.key_value_metadata == {"version": "2", "new": "x", "only": "metadata"}
     assert "ordered_on" not in reopened.key_value_metadata
-    assert len(reopened.to_pandas()) == 4
+    assert len(all_rows(reopened)) == 4
 
 
 @pytest.mark.parametrize(
@@ -217,7 +230,9 @@ def test_key_value_metadata_add_update_remove(tmp_path) -> None:
         (pd.DataFrame({"ts": [10], "v": [1]}), "column 'v' is int64, the dataset stores double"),
     ],
 )
-def test_schema_changes_are_rejected_and_nothing_changes(tmp_path, new, message) -> None:
+def test_schema_changes_are_rejected_and_nothing_changes(
+    tmp_path: Path, new: pd.DataFrame, message: str
+) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=pd.DataFrame({"ts": [1, 2], "v": [1.5, 2.5]}))
     before = {p.name: p.read_bytes() for p in ds.dirpath.parent.rglob("*") if p.is_file()}
@@ -227,7 +242,7 @@ def test_schema_changes_are_rejected_and_nothing_changes(tmp_path, new, message)
     assert before == after
 
 
-def test_lossless_type_differences_are_accepted(tmp_path) -> None:
+def test_lossless_type_differences_are_accepted(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     first = pd.DataFrame(
         {
@@ -245,26 +260,26 @@ def test_lossless_type_differences_are_accepted(tmp_path) -> None:
         }
     )
     ds.write(df=second)
-    result = ds.to_pandas()
+    result = all_rows(ds)
     assert result.columns.tolist() == ["ts", "c", "s"]
     assert result["c"].tolist() == ["a", "b", "c", "a"]
     assert isinstance(result["c"].dtype, pd.CategoricalDtype)
     assert result["ts"].dtype == "datetime64[ns]"
 
 
-def test_views(tmp_path) -> None:
+def test_views(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": range(10)}), row_group_target_size=3)
     assert len(ds) == 4
     last = ds[-1]
-    assert last.to_pandas()["k"].tolist() == [9]
+    assert all_rows(last)["k"].tolist() == [9]
     middle = ds[1:3]
     assert len(middle) == 2
-    frame_ = middle.to_pandas()
+    frame_ = all_rows(middle)
     assert frame_["k"].tolist() == [3, 4, 5, 6, 7, 8]
     assert isinstance(frame_.index, pd.RangeIndex) and frame_.index.start == 0
     assert middle.row_group_stats["n_rows"].tolist() == [3, 3]
-    assert middle[-1].to_pandas()["k"].tolist() == [6, 7, 8]
+    assert all_rows(middle[-1])["k"].tolist() == [6, 7, 8]
     with pytest.raises(IndexError, match="out of range"):
         ds[4]
     with pytest.raises(ReadOnlyError):
@@ -273,7 +288,7 @@ def test_views(tmp_path) -> None:
         middle.remove_from_disk()
 
 
-def test_range_read_touches_only_needed_row_groups(tmp_path) -> None:
+def test_range_read_touches_only_needed_row_groups(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(
         df=pd.DataFrame({"k": range(100), "v": range(100), "w": range(100)}),
@@ -290,7 +305,7 @@ def test_range_read_touches_only_needed_row_groups(tmp_path) -> None:
     assert ds.to_arrow(start=40, end_excl=50).num_rows == 10
 
 
-def test_range_read_bounds(tmp_path) -> None:
+def test_range_read_bounds(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 24), row_group_target_size=5)
     result = ds.read(start="2024-01-01 03:00", end_excl=pd.Timestamp("2024-01-01 07:30"))
@@ -305,7 +320,7 @@ def test_range_read_bounds(tmp_path) -> None:
         ds.read(columns=["nope"])
 
 
-def test_empty_frame_is_a_no_op(tmp_path) -> None:
+def test_empty_frame_is_a_no_op(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 3))
     before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -314,27 +329,28 @@ def test_empty_frame_is_a_no_op(tmp_path) -> None:
     assert before == after
 
 
-def test_remove_from_disk(tmp_path) -> None:
+def test_remove_from_disk(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 3), key_value_metadata={"a": "b"})
     ds.remove_from_disk(preserve_metadata=True)
     assert ds.to_pandas() is None and ds.key_value_metadata == {"a": "b"}
     assert not ds.is_newly_initialized
     ds.write(df=hours("2024-01-01", 2))
-    assert len(ds.to_pandas()) == 2
+    assert len(all_rows(ds)) == 2
     ds.remove_from_disk()
-    assert ds.is_newly_initialized and list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+    assert ds.is_newly_initialized
 
 
-def test_write_helper(tmp_path) -> None:
+def test_write_helper(tmp_path: Path) -> None:
     write(tmp_path / "ds", ordered_on="ts", df=hours("2024-01-01", 3), row_group_target_size="1D")
     ds = OrderedParquetDataset(tmp_path / "ds")
     write(ds, ordered_on="ts", df=hours("2024-01-02", 1))
-    assert len(ds.to_pandas()) == 4
+    assert len(all_rows(ds)) == 4
     assert ds.max_file_id == 1
 
 
-def test_compression_and_parquet_options(tmp_path) -> None:
+def test_compression_and_parquet_options(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=hours("2024-01-01", 3), compression="zstd", compression_level=5)
     name = ds.row_group_stats["file_ids"][0]

@@ -43,7 +43,9 @@ def test_appends_are_consecutive_and_inserts_spread() -> None:
 
 
 @given(st.one_of(st.none(), keys), st.one_of(st.none(), keys), st.integers(1, 50))
-def test_allocated_keys_sort_between_bounds_like_their_names(lo, hi, count) -> None:
+def test_allocated_keys_sort_between_bounds_like_their_names(
+    lo: tuple[int, ...] | None, hi: tuple[int, ...] | None, count: int
+) -> None:
     if lo is not None and hi is not None and lo >= hi:
         lo, hi = hi, lo
         if lo == hi:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,15 @@ from oupsish.plan import (
 )
 
 
-def plan(mins, maxs, n_rows, new, dedup=False, target=10, max_off=None):
+def plan(
+    mins: list[int],
+    maxs: list[int],
+    n_rows: list[int],
+    new: list[int],
+    dedup: bool = False,
+    target: int = 10,
+    max_off: int | None = None,
+) -> list[Window]:
     return plan_windows(
         np.array(mins),
         np.array(maxs),
@@ -102,7 +111,7 @@ def test_row_count_split() -> None:
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
-def test_period_split_for_every_unit(unit) -> None:
+def test_period_split_for_every_unit(unit: str) -> None:
     values = np.array(
         ["2024-01-01T10", "2024-01-01T23", "2024-01-02T00", "2024-01-05T01"],
         dtype=f"datetime64[{unit}]",
@@ -119,13 +128,13 @@ def test_period_split_follows_the_local_calendar() -> None:
 
 
 @pytest.mark.parametrize("bad", [0, -5, True, "nonsense", 1.5, None])
-def test_invalid_targets(bad) -> None:
+def test_invalid_targets(bad: object) -> None:
     with pytest.raises(ValueError, match="row_group_target_size"):
         make_target(bad)
 
 
 @st.composite
-def stats_and_values(draw):
+def stats_and_values(draw: st.DrawFn) -> Any:
     n_rgs = draw(st.integers(0, 6))
     edges = sorted(draw(st.lists(st.integers(0, 40), min_size=2 * n_rgs, max_size=2 * n_rgs)))
     mins, maxs = np.array(edges[0::2], dtype=np.int64), np.array(edges[1::2], dtype=np.int64)
@@ -135,7 +144,9 @@ def stats_and_values(draw):
 
 
 @given(stats_and_values(), st.booleans(), st.sampled_from([None, 0, 1, 2]))
-def test_windows_cover_every_new_row_and_every_row_group_they_must(data, dedup, max_off) -> None:
+def test_windows_cover_every_new_row_and_every_row_group_they_must(
+    data: Any, dedup: bool, max_off: int | None
+) -> None:
     mins, maxs, n_rows, new = data
     windows = plan_windows(
         mins,

@@ -5,16 +5,24 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 
-from oupsish import OrderedParquetDataset
+from oupsish import DatasetView, OrderedParquetDataset
 from oupsish.naming import is_data_file_name
 from oupsish.testing import ReferenceModel, assert_same_rows
 from oupsish.testing.strategies import write_sequences
+
+
+def all_rows(reader: OrderedParquetDataset | DatasetView) -> pd.DataFrame:
+    """``to_pandas()``, which must not be empty here."""
+    rows = reader.to_pandas()
+    assert rows is not None
+    return rows
 
 
 def check_layout(ds: OrderedParquetDataset) -> None:
@@ -34,7 +42,7 @@ def check_layout(ds: OrderedParquetDataset) -> None:
 
 @settings(max_examples=300)
 @given(write_sequences())
-def test_writes_match_the_reference_model(sequence) -> None:
+def test_writes_match_the_reference_model(sequence: Any) -> None:
     steps, duplicates_on = sequence
     with tempfile.TemporaryDirectory() as tmp:
         ds = OrderedParquetDataset(Path(tmp) / "ds", ordered_on="ts")
@@ -54,23 +62,23 @@ def test_writes_match_the_reference_model(sequence) -> None:
             assert_same_rows(pq.read_table(ds.dirpath).to_pandas(), model.frame)
 
 
-def test_equal_values_on_a_shared_boundary_keep_row_groups_sorted(tmp_path) -> None:
+def test_equal_values_on_a_shared_boundary_keep_row_groups_sorted(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": [0, 1, 1, 2, 3]}), row_group_target_size=2)
     ds.write(df=pd.DataFrame({"k": [1, 2]}), row_group_target_size=2)
-    assert ds.to_pandas()["k"].tolist() == [0, 1, 1, 1, 2, 2, 3]
+    assert all_rows(ds)["k"].tolist() == [0, 1, 1, 1, 2, 2, 3]
     check_layout(ds)
 
 
-def test_equal_values_keep_insertion_order_across_row_groups(tmp_path) -> None:
+def test_equal_values_keep_insertion_order_across_row_groups(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": [5] * 7, "v": range(7)}), row_group_target_size=3)
     ds.write(df=pd.DataFrame({"k": [5, 5], "v": [7, 8]}), row_group_target_size=3)
     ds.write(df=pd.DataFrame({"k": [4, 5, 6], "v": [-1, 9, 10]}), row_group_target_size=3)
-    assert ds.to_pandas()["v"].tolist() == [-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert all_rows(ds)["v"].tolist() == [-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
-def test_large_random_sequence_matches_model(tmp_path) -> None:
+def test_large_random_sequence_matches_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     model = ReferenceModel("ts")
