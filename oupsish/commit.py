@@ -13,6 +13,11 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
    point: before it readers see the old state, after it the new one.
 5. Delete the files the new snapshot no longer lists, then release the lock.
 
+An error before the rename of step 4 discards the staged files and leaves the committed
+state untouched; an error after it (the folder's ``fsync`` failing, say) is raised too, but
+the write is committed and its files stay. Clean-up of an unfinished write never raises:
+it cannot hide the error that caused it, and the next writer removes what it left.
+
 Committed data files are never modified nor renamed. Readers take no lock: they read the
 metadata file (one ``open``), then the files it names; if a file vanished because a later
 commit superseded it, they reload and retry.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +37,7 @@ import filelock
 
 from oupsish import faults
 from oupsish.errors import LockTimeoutError
+from oupsish.history import append_entry, entry, history_path
 from oupsish.metadata import METADATA_SUFFIX, decode, encode
 from oupsish.naming import is_data_file_name
 from oupsish.snapshot import Snapshot
@@ -39,7 +46,9 @@ __all__ = [
     "DatasetPaths",
     "Transaction",
     "atomic_write",
+    "discard",
     "fsync_directory",
+    "is_temporary_name",
     "read_snapshot",
 ]
 
@@ -80,13 +89,24 @@ def temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
 
 
+def discard(path: Path) -> None:
+    """Remove a file of an unfinished write, if it can be: the next writer removes the rest.
+
+    Never raises, so that a failing clean-up cannot hide the error that caused it.
+    """
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 @contextlib.contextmanager
-def atomic_write(target: Path) -> Iterator[Path]:
+def atomic_write(target: Path, on_replaced: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path; on success, make its content durable and move it to ``target``.
 
     The caller writes the temporary file; this fsyncs it, replaces ``target`` in one
-    rename and fsyncs the folder. On any exception the temporary file is removed and
-    ``target`` is untouched.
+    rename and fsyncs the folder. On any exception before the rename, the temporary file
+    is removed and ``target`` is untouched. ``on_replaced()`` is called as soon as the
+    rename has happened: from then on ``target`` holds the new content, even if making the
+    rename durable (the folder's ``fsync``) then fails and raises.
     """
     temporary = temporary_path(target)
     try:
@@ -94,11 +114,12 @@ def atomic_write(target: Path) -> Iterator[Path]:
         fsync_file(temporary)
         faults.checkpoint("before_replace", target)
         os.replace(temporary, target)
-        faults.checkpoint("after_replace", target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        discard(temporary)
         raise
+    if on_replaced is not None:
+        on_replaced()
+    faults.checkpoint("after_replace", target)
     fsync_directory(target.parent)
 
 
@@ -121,8 +142,17 @@ def read_snapshot(paths: DatasetPaths) -> Snapshot:
     return decode(data, str(paths.metadata))
 
 
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{32}" + re.escape(TMP_SUFFIX) + "$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file oupsish made (``.<target>.<uuid hex>.tmp``)."""
+    match = _TEMPORARY.match(name)
+    return match is not None and is_data_file_name(match.group("target"))
+
+
 def _is_leftover(name: str, listed: set[str]) -> bool:
-    if name.startswith(".") and name.endswith(TMP_SUFFIX):
+    if is_temporary_name(name):
         return True
     return is_data_file_name(name) and name not in listed
 
@@ -139,12 +169,14 @@ def remove_leftovers(paths: DatasetPaths, snapshot: Snapshot) -> list[str]:
             if entry.is_file(follow_symlinks=False) and _is_leftover(entry.name, listed):
                 os.unlink(entry.path)
                 removed.append(entry.name)
+                faults.checkpoint("after_leftover_removal", Path(entry.path))
     prefix = f".{paths.metadata.name}."
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(paths.metadata.parent):
             if entry.name.startswith(prefix) and entry.name.endswith(TMP_SUFFIX):
                 os.unlink(entry.path)
                 removed.append(entry.name)
+                faults.checkpoint("after_leftover_removal", Path(entry.path))
     return removed
 
 
@@ -206,13 +238,17 @@ class Transaction:
             final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
             os.replace(temporary, final)
             self._placed.append(final)
+            faults.checkpoint("after_data_file_placed", final)
         self._staged.clear()
         if self._placed:
             fsync_directory(self.paths.folder)
         faults.checkpoint("before_metadata", self.paths.metadata)
-        with atomic_write(self.paths.metadata) as temporary:
+        append_entry(history_path(self.paths.metadata), entry(self.snapshot, snapshot))
+        faults.checkpoint("after_history", self.paths.metadata)
+        # Past the rename of the metadata file the new files are committed: from then on an
+        # error (the folder's fsync failing, say) must not make __exit__ delete them.
+        with atomic_write(self.paths.metadata, on_replaced=self._mark_committed) as temporary:
             temporary.write_bytes(encode(snapshot))
-        self._committed = True
         faults.checkpoint("after_metadata", self.paths.metadata)
         superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
         for name in sorted(superseded):
@@ -231,7 +267,9 @@ class Transaction:
         try:
             if not self._committed:
                 for path in [*self._staged, *self._placed]:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+                    discard(path)
         finally:
             self._lock.release()
+
+    def _mark_committed(self) -> None:
+        self._committed = True

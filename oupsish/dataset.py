@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from oupsish.commit import DatasetPaths, Transaction, read_snapshot
+from oupsish.commit import DatasetPaths, Transaction, is_temporary_name, read_snapshot
 from oupsish.errors import CorruptDatasetError, ReadOnlyError
 from oupsish.frames import OrderedOn, arrow_name
+from oupsish.history import history_path, read_history
 from oupsish.ingest import csv_chunks, is_stream, write_stream
 from oupsish.interop import dask as interop_dask
 from oupsish.interop import duckdb as interop_duckdb
 from oupsish.interop import polars as interop_polars
 from oupsish.interop.arrow import record_batch_reader
 from oupsish.io import DEFAULT_COMPRESSION, ParquetOptions
-from oupsish.naming import parse_name
+from oupsish.naming import is_data_file_name, parse_name
 from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
 from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
@@ -109,7 +109,11 @@ class _Reader:
         indices = self._indices(snapshot)
         if isinstance(indices, range) and indices == range(len(snapshot)):
             return read_table(
-                self._paths, snapshot, schema, Range.of(snapshot, schema, start, end_excl), columns
+                self._paths,
+                snapshot,
+                schema,
+                Range.of(snapshot, schema, start, end_excl, str(self.dirpath)),
+                columns,
             )
         return read_row_groups(self._paths, snapshot, schema, indices)
 
@@ -132,7 +136,7 @@ class _Reader:
         indices = self._indices(snapshot)
         if not (isinstance(indices, range) and indices == range(len(snapshot))):
             snapshot = snapshot.subset(indices)
-        bounds = Range.of(snapshot, schema, start, end_excl)
+        bounds = Range.of(snapshot, schema, start, end_excl, str(self.dirpath))
         return record_batch_reader(self._paths, snapshot, schema, bounds, columns)
 
     def to_polars(self) -> polars.DataFrame:
@@ -486,6 +490,18 @@ class OrderedParquetDataset(_Reader):
         self.write(df=counted(), ordered_on=column, **write_options)
         return rows
 
+    def history(self) -> pd.DataFrame:
+        """Return the commits of this dataset, oldest first.
+
+        Columns: ``commit``, ``time`` (UTC), ``operation`` (``append``, ``insert``,
+        ``compact``, ``delete``, ``metadata``), ``rows_added`` and ``rows_removed`` (rows of
+        the row groups written and superseded), ``rows_after``, ``row_groups_added``,
+        ``row_groups_removed``, ``metadata_change`` (``{key: new value or None}``) and
+        ``version`` (of oupsish). Commits made by ``oups`` are not recorded.
+        """
+        snapshot = self._load(True)
+        return read_history(history_path(self._paths.metadata), snapshot.commit)
+
     def verify(self) -> list[Problem]:
         """Check the files on disk against the committed metadata; change nothing.
 
@@ -540,11 +556,29 @@ class OrderedParquetDataset(_Reader):
                 # Removing the metadata file first is the atomic step: the dataset is gone.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.metadata)
-                shutil.rmtree(paths.folder, ignore_errors=True)
+                _remove_own_files(paths.folder)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(history_path(paths.metadata))
                 # Unlinked while held: a waiting writer sees a dead inode and retries.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.lock)
         self._cache = None
+
+
+def _remove_own_files(folder: Path) -> None:
+    """Delete the files oupsish wrote in ``folder``, then the folder if nothing else is left.
+
+    Files that are not oupsish's (a user's notes, a subfolder) are kept, and so is the folder.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.is_file(follow_symlinks=False) and (
+                is_data_file_name(entry.name) or is_temporary_name(entry.name)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        folder.rmdir()
 
 
 class DatasetView(_Reader):

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -23,7 +24,8 @@ WriteBatch = Callable[[pd.DataFrame], None]
 
 def is_stream(df: object) -> bool:
     """Whether ``write(df=...)`` received a stream rather than one frame."""
-    if isinstance(df, pd.DataFrame | pa.Table | str | bytes | dict) or df is None:
+    single = (pd.DataFrame, pd.Series, pd.Index, np.ndarray, pa.Table, pa.Array, str, bytes, dict)
+    if df is None or isinstance(df, single):
         return False
     return isinstance(df, pa.RecordBatchReader | Iterable)
 

@@ -8,8 +8,6 @@ from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from oupsish.dataset import OrderedParquetDataset
 from oupsish.indexer import is_toplevel
 from oupsish.interop import duckdb as interop_duckdb
@@ -49,6 +47,12 @@ class Store:
         if not isinstance(basepath, str | os.PathLike):
             raise TypeError(
                 f"basepath must be a str or a path, got {type(basepath).__name__} {basepath!r}."
+            )
+        candidate: object = indexer  # checked at run time, whatever the annotation says
+        if not isinstance(candidate, type) and is_toplevel(candidate):
+            raise TypeError(
+                f"Store takes the @toplevel class itself, got an instance of it: "
+                f"pass {type(indexer).__name__}, not {indexer!r}."
             )
         if not (isinstance(indexer, type) and is_toplevel(indexer)):
             name = getattr(indexer, "__name__", repr(indexer))
@@ -193,7 +197,9 @@ class Store:
         start: object = None,
         n_prev: int | Sequence[int] = 0,
         end_excl: object = None,
-    ) -> Iterator[dict[Hashable, pd.DataFrame]]:
+        columns: Sequence[Hashable] | None = None,
+        output: str = "pandas",
+    ) -> Iterator[dict[Hashable, Any]]:
         """Stream several datasets side by side over a common range of ``ordered_on``.
 
         Each yield is a dict ``{key: DataFrame}`` for one span ``[lo, hi)``; spans are
@@ -211,6 +217,10 @@ class Store:
         n_prev : int or list of int, default 0
             Rows before ``start`` to prepend to each key's first frame (one value for all
             keys, or one per key, in the order of ``keys``).
+        columns : list, optional
+            Columns to yield (all by default); the ordered column is read regardless.
+        output : {"pandas", "arrow"}, default "pandas"
+            Yield pandas DataFrames or ``pyarrow.Table`` objects.
 
         Raises
         ------
@@ -230,4 +240,6 @@ class Store:
                 raise KeyError(f"key '{key}' not found in store.")
             dataset = self.get(key)
             sources.append(KeySource(key, dataset._paths, dataset._load))
-        return iter_intersections(sources, start=start, n_prev=n_prev, end_excl=end_excl)
+        return iter_intersections(
+            sources, start=start, n_prev=n_prev, end_excl=end_excl, columns=columns, output=output
+        )

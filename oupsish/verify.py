@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from oupsish.commit import TMP_SUFFIX, DatasetPaths
+from oupsish.commit import DatasetPaths, is_temporary_name
 from oupsish.frames import arrow_name
 from oupsish.naming import is_data_file_name
 from oupsish.snapshot import Snapshot
@@ -117,7 +117,7 @@ def verify_dataset(
                 "a data file no snapshot lists (an interrupted write's; removed by the next write)"
             )
             problems.append(Problem("orphan", entry.path, detail))
-        elif entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+        elif is_temporary_name(entry.name):
             detail = "a temporary file left by an interrupted write"
             problems.append(Problem("temporary", entry.path, detail))
     return problems

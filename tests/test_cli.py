@@ -13,6 +13,7 @@ import pytest
 
 from oupsish import OrderedParquetDataset, Store, toplevel
 from oupsish.cli import main
+from oupsish.testing import assert_same_rows
 
 SCRIPT = Path(sys.executable).parent / "oupsish"
 VERBS = ["ls", "info", "head", "tail", "history", "verify", "compact", "ingest", "demo"]
@@ -106,7 +107,7 @@ def test_compact_coalesces_atomically(store: Path) -> None:
     assert "3 -> 1 row groups" in out
     after = OrderedParquetDataset(dataset)
     assert len(after) == 1
-    pd.testing.assert_frame_equal(after.to_pandas(), before)
+    assert_same_rows(after.to_pandas(), before)
 
 
 def test_ingest_csv(tmp_path: Path) -> None:
@@ -118,9 +119,7 @@ def test_ingest_csv(tmp_path: Path) -> None:
     dataset = tmp_path / "ds"
     out = run("ingest", str(csv), str(dataset), "--ordered-on", "ts", "--chunksize", "200").stdout
     assert "500 rows" in out
-    pd.testing.assert_frame_equal(
-        OrderedParquetDataset(dataset).to_pandas(), frame, check_dtype=False
-    )
+    assert_same_rows(OrderedParquetDataset(dataset).to_pandas(), frame)
 
 
 def test_errors_name_the_problem_and_exit_2(tmp_path: Path) -> None:

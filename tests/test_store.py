@@ -116,7 +116,12 @@ def test_delete_removes_files_and_empty_parents(tmp_path: Path) -> None:
     del store[daily]
     assert daily not in store and hourly in store
     parent = tmp_path / "store" / "temperature-berlin"
-    assert sorted(path.name for path in parent.iterdir()) == ["1h", "1h.lock", "1h_opdmd"]
+    assert sorted(path.name for path in parent.iterdir()) == [
+        "1h",
+        "1h.lock",
+        "1h_history",
+        "1h_opdmd",
+    ]
     del store[hourly]
     assert len(store) == 0
     assert not parent.exists(), "an emptied parent folder is removed"
@@ -133,3 +138,18 @@ def test_keys_pickle_and_rebuild_from_text(tmp_path: Path) -> None:
     assert Measure.from_path(key.to_path()) == key  # type: ignore[attr-defined]
     assert Station.from_str("oslo-2024") == Station("oslo", 2024)  # type: ignore[attr-defined]
     assert Station.from_str("oslo-2024-extra") is None  # type: ignore[attr-defined]
+
+
+def test_delete_keeps_foreign_files_and_their_folder(tmp_path: Path) -> None:
+    store = Store(tmp_path, Station)
+    key = Station("oslo", 2024)
+    store[key].write(df=days("2024-01-01", 2), ordered_on="ts")
+    (tmp_path / "oslo-2024" / "notes.txt").write_text("mine")
+    del store[key]
+    assert key not in store
+    assert [p.name for p in (tmp_path / "oslo-2024").iterdir()] == ["notes.txt"]
+
+
+def test_an_instance_is_not_an_indexer(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="pass Station, not Station"):
+        Store(tmp_path, Station("oslo", 2024))  # type: ignore[arg-type]

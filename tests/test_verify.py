@@ -94,7 +94,7 @@ def test_schema_and_sorting(tmp_path: Path) -> None:
 def test_orphans_and_temporaries_are_reported_foreign_files_ignored(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
     (ds.dirpath / "file_00099-9.parquet").write_bytes(b"left by a crash")
-    (ds.dirpath / ".file_00003-9.parquet.0a1b.tmp").write_bytes(b"partial")
+    (ds.dirpath / f".file_00003-9.parquet.{'0a1b' * 8}.tmp").write_bytes(b"partial")
     (ds.dirpath / "README.txt").write_text("mine")
     assert kinds(ds) == ["temporary", "orphan"]
 
