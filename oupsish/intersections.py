@@ -70,12 +70,16 @@ class _KeyStream:
     pending_values: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0))
     trim_below: Any = None
     prefix: pa.Table | None = None
+    columns: list[str] | None = None  # to hand out; the ordered column is read regardless
 
     def start(self) -> None:
         self.next_rg, self.last_rg = self.bounds.row_groups(self.snapshot)
         self.trim_below = self.bounds.start
         if self.n_prev and self.bounds.start is not None:
             self.prefix = self._rows_before(self.next_rg, self.n_prev)
+
+    def has_prefix(self) -> bool:
+        return self.prefix is not None and self.prefix.num_rows > 0
 
     def boundaries(self) -> npt.NDArray[Any]:
         """Return the first values of the units after the first one in range, below the end."""
@@ -84,7 +88,14 @@ class _KeyStream:
         return np.asarray(self.snapshot.mins[inside])
 
     def _read(self, indices: Sequence[int]) -> pa.Table:
-        return read_row_groups(self.source.paths, self.snapshot, self.schema, indices)
+        names = self.columns
+        if names is not None and self.column not in names:
+            names = [*names, self.column]
+        return read_row_groups(self.source.paths, self.snapshot, self.schema, indices, names)
+
+    def output(self, rows: pa.Table) -> pa.Table:
+        """Keep the requested columns, in the requested order."""
+        return rows if self.columns is None else rows.select(self.columns)
 
     def _rows_before(self, first_rg: int, n: int) -> pa.Table:
         """Return up to ``n`` rows just before ``start``."""
@@ -159,14 +170,23 @@ class _KeyStream:
         self.pending, self.pending_values = None, np.empty(0)
 
 
-def _n_prev_list(n_prev: int | Sequence[int], n_keys: int) -> list[int]:
-    values = [n_prev] * n_keys if isinstance(n_prev, int | np.integer) else list(n_prev)
+def _n_prev_list(n_prev: object, n_keys: int) -> list[int]:
+    if isinstance(n_prev, int | np.integer) and not isinstance(n_prev, bool):
+        values: list[object] = [n_prev] * n_keys
+    elif isinstance(n_prev, Sequence | np.ndarray) and not isinstance(n_prev, str | bytes):
+        values = list(n_prev)
+    else:
+        raise TypeError(
+            f"n_prev must be an int or a list of ints (one per key), got "
+            f"{type(n_prev).__name__} {n_prev!r}."
+        )
     if len(values) != n_keys:
-        raise ValueError(f"n_prev has {len(values)} values for {n_keys} keys.")
+        raise ValueError(f"n_prev has {len(values)} values for {n_keys} keys: {n_prev!r}.")
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"n_prev values must be ints >= 0, got {value!r}.")
-    return [int(value) for value in values]
+            context = f" in {n_prev!r}" if isinstance(n_prev, Sequence | np.ndarray) else ""
+            raise ValueError(f"n_prev values must be ints >= 0, got {value!r}{context}.")
+    return [int(value) for value in values]  # type: ignore[call-overload]
 
 
 def iter_intersections(
@@ -174,11 +194,17 @@ def iter_intersections(
     start: object = None,
     n_prev: int | Sequence[int] = 0,
     end_excl: object = None,
-) -> Iterator[dict[Hashable, pd.DataFrame]]:
+    columns: Sequence[Hashable] | None = None,
+    output: str = "pandas",
+) -> Iterator[dict[Hashable, Any]]:
     """Yield ``{key: rows in span}`` for consecutive spans covering ``[start, end_excl)``.
 
-    See :meth:`oupsish.Store.iter_intersections`.
+    See :meth:`oupsish.Store.iter_intersections`. Arguments are checked when this is
+    called, not at the first iteration; rows are read while iterating.
     """
+    if output not in ("pandas", "arrow"):
+        raise ValueError(f"output must be 'pandas' or 'arrow', got {output!r}.")
+    names = None if columns is None else [arrow_name(column) for column in columns]
     counts = _n_prev_list(n_prev, len(sources))
     snapshots = [source.load(False) for source in sources]
     streams: list[_KeyStream] = []
@@ -196,31 +222,49 @@ def iter_intersections(
                 f"{reference[1]!r} ({reference[2][0]}), '{source.key}' on "
                 f"{snapshot.ordered_on!r} ({family[0]})."
             )
-        bounds = Range.of(snapshot, schema, start, end_excl)
+        bounds = Range.of(snapshot, schema, start, end_excl, str(source.paths.folder))
+        unknown = [name for name in names or [] if name not in schema.names]
+        if unknown:
+            raise ValueError(
+                f"unknown column(s) {unknown} in dataset '{source.key}'; columns are "
+                f"{schema.names}."
+            )
         stream = _KeyStream(
             source, snapshot, schema, arrow_name(snapshot.ordered_on), bounds, count
         )
-        stream.start()
+        stream.columns = names
         streams.append(stream)
-    if not any(stream.next_rg < stream.last_rg for stream in streams):
+    return _iterate(sources, snapshots, streams, output == "arrow")
+
+
+def _iterate(
+    sources: Sequence[KeySource],
+    snapshots: list[Snapshot],
+    streams: list[_KeyStream],
+    as_arrow: bool,
+) -> Iterator[dict[Hashable, Any]]:
+    for stream in streams:
+        stream.start()
+    if not any(stream.next_rg < stream.last_rg or stream.has_prefix() for stream in streams):
         return
     all_boundaries = [stream.boundaries() for stream in streams]
     spans: list[Any] = list(np.unique(np.concatenate(all_boundaries))) if all_boundaries else []
     spans.append(streams[0].bounds.end_excl)
-    empty_frames = {
-        source.key: pd.DataFrame()
+    empty_frames: dict[Hashable, Any] = {
+        source.key: pa.table({}) if as_arrow else pd.DataFrame()
         for source, snapshot in zip(sources, snapshots, strict=True)
         if not any(stream.source is source for stream in streams)
     }
     by_key = {stream.source.key: stream for stream in streams}
     lo = streams[0].bounds.start
     for hi in spans:
-        chunk: dict[Hashable, pd.DataFrame] = {}
+        chunk: dict[Hashable, Any] = {}
         for source in sources:
             key_stream = by_key.get(source.key)
             if key_stream is None:
                 chunk[source.key] = empty_frames[source.key]
             else:
-                chunk[source.key] = to_frame(key_stream.take_until(lo, hi))
+                rows = key_stream.output(key_stream.take_until(lo, hi))
+                chunk[source.key] = rows if as_arrow else to_frame(rows)
         yield chunk
         lo = hi
