@@ -15,6 +15,7 @@ from oupsish.errors import (
     OupsishError,
     ReadOnlyError,
     SchemaMismatchError,
+    SnapshotExpiredError,
     UnsafeMetadataError,
 )
 from oupsish.indexer import is_toplevel, sublevel, toplevel
@@ -32,6 +33,7 @@ __all__ = [
     "ReadOnlyError",
     "SchemaMismatchError",
     "Snapshot",
+    "SnapshotExpiredError",
     "Store",
     "UnsafeMetadataError",
     "__version__",

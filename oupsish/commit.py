@@ -11,7 +11,9 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
 4. Commit: write the new metadata file to a temporary file, ``fsync`` it, ``os.replace`` it
    over ``<name>_opdmd`` and ``fsync`` the parent folder. This single rename is the commit
    point: before it readers see the old state, after it the new one.
-5. Delete the files the new snapshot no longer lists, then release the lock.
+5. Retire the files the new snapshot no longer lists: move them out of the folder to
+   ``<name>_superseded/``, where readers of older snapshots still find them; a later
+   writer deletes them ``SUPERSEDED_RETENTION_SECONDS`` after. Release the lock.
 
 An error before the rename of step 4 discards the staged files and leaves the committed
 state untouched; an error after it (the folder's ``fsync`` failing, say) is raised too, but
@@ -19,8 +21,10 @@ the write is committed and its files stay. Clean-up of an unfinished write never
 it cannot hide the error that caused it, and the next writer removes what it left.
 
 Committed data files are never modified nor renamed. Readers take no lock: they read the
-metadata file (one ``open``), then the files it names; if a file vanished because a later
-commit superseded it, they reload and retry.
+metadata file (one ``open``), then the files it names, looking in ``<name>_superseded/``
+for a file a later commit retired. A reader that outlives the retention of its snapshot's
+files fails loudly (one-shot reads start over on the new snapshot) rather than mixing two
+states.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,23 +58,35 @@ __all__ = [
 ]
 
 TMP_SUFFIX = ".tmp"
+SUPERSEDED_SUFFIX = "_superseded"
+SUPERSEDED_RETENTION_SECONDS = 600.0
+"""How long superseded files stay readable for readers of older snapshots."""
 
 
 class DatasetPaths:
     """Where a dataset's files live: its folder, metadata file and lock file."""
 
-    __slots__ = ("folder", "lock", "metadata")
+    __slots__ = ("folder", "lock", "metadata", "superseded")
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
+        if not isinstance(folder, str | os.PathLike):
+            raise TypeError(
+                f"a dataset folder is a str or a path, got {type(folder).__name__} {folder!r}."
+            )
         self.folder = Path(os.path.abspath(folder))
         if self.folder.name in ("", ".", ".."):
             raise ValueError(f"'{folder}' cannot be a dataset folder: it needs a name.")
         self.metadata = self.folder.with_name(self.folder.name + METADATA_SUFFIX)
         self.lock = self.folder.with_name(self.folder.name + ".lock")
+        self.superseded = self.folder.with_name(self.folder.name + SUPERSEDED_SUFFIX)
 
     def data_file(self, name: str) -> Path:
         """Return the path of the row-group file ``name``."""
         return self.folder / name
+
+    def superseded_file(self, name: str) -> Path:
+        """Return where the row-group file ``name`` goes once no snapshot lists it."""
+        return self.superseded / name
 
     def __repr__(self) -> str:
         return f"DatasetPaths({str(self.folder)!r})"
@@ -157,17 +174,52 @@ def _is_leftover(name: str, listed: set[str]) -> bool:
     return is_data_file_name(name) and name not in listed
 
 
-def remove_leftovers(paths: DatasetPaths, snapshot: Snapshot) -> list[str]:
-    """Remove temporary files and unlisted data files of interrupted or superseded writes.
+def retire(paths: DatasetPaths, name: str) -> None:
+    """Move a data file no snapshot lists any more out of the folder, beside it.
 
-    Only names oupsish creates are touched; foreign files are left alone.
+    Readers still holding an older snapshot find it there (see ``read.read_row_groups``)
+    until :func:`purge_superseded` removes it, ``SUPERSEDED_RETENTION_SECONDS`` later.
+    """
+    paths.superseded.mkdir(exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(paths.data_file(name), paths.superseded_file(name))
+
+
+def purge_superseded(paths: DatasetPaths, retention: float | None = None) -> list[str]:
+    """Delete superseded files retired more than ``retention`` seconds ago.
+
+    ``None`` means ``SUPERSEDED_RETENTION_SECONDS``. A rename sets a file's ``ctime``: it
+    dates the retirement.
+    """
+    purged = []
+    horizon = time.time() - (SUPERSEDED_RETENTION_SECONDS if retention is None else retention)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(paths.superseded):
+            if is_data_file_name(entry.name) and entry.stat().st_ctime < horizon:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                purged.append(entry.name)
+    with contextlib.suppress(OSError):
+        paths.superseded.rmdir()  # only when empty
+    return purged
+
+
+def remove_leftovers(paths: DatasetPaths, snapshot: Snapshot) -> list[str]:
+    """Clear the folder of interrupted writes: temporary files, and unlisted data files.
+
+    Unlisted data files are retired rather than deleted: a superseded file whose removal was
+    interrupted may still be read by a reader of an older snapshot. Only names oupsish
+    creates are touched; foreign files are left alone.
     """
     removed = []
     listed = set(snapshot.file_names)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(paths.folder):
             if entry.is_file(follow_symlinks=False) and _is_leftover(entry.name, listed):
-                os.unlink(entry.path)
+                if is_temporary_name(entry.name):
+                    os.unlink(entry.path)
+                else:
+                    retire(paths, entry.name)
                 removed.append(entry.name)
                 faults.checkpoint("after_leftover_removal", Path(entry.path))
     prefix = f".{paths.metadata.name}."
@@ -217,6 +269,7 @@ class Transaction:
         try:
             self.snapshot = read_snapshot(self.paths)
             remove_leftovers(self.paths, self.snapshot)
+            purge_superseded(self.paths)
         except BaseException:
             self._lock.release()
             raise
@@ -252,9 +305,9 @@ class Transaction:
         faults.checkpoint("after_metadata", self.paths.metadata)
         superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
         for name in sorted(superseded):
-            # Best effort: the commit has happened; the next writer removes what remains.
+            # Best effort: the commit has happened; the next writer retires what remains.
             with contextlib.suppress(OSError):
-                os.unlink(self.paths.data_file(name))
+                retire(self.paths, name)
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
         self.snapshot = snapshot
 

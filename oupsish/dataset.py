@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -557,6 +558,7 @@ class OrderedParquetDataset(_Reader):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.metadata)
                 _remove_own_files(paths.folder)
+                shutil.rmtree(paths.superseded, ignore_errors=True)  # only oupsish's files
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(history_path(paths.metadata))
                 # Unlinked while held: a waiting writer sees a dead inode and retries.

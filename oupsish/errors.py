@@ -32,6 +32,10 @@ class UnsafeMetadataError(CorruptDatasetError):
     """A legacy metadata pickle references code: it is refused, never executed."""
 
 
+class SnapshotExpiredError(OupsishError, RuntimeError):
+    """A long read outlived the retention of its snapshot's superseded files."""
+
+
 class LockTimeoutError(OupsishError, TimeoutError):
     """The writers' lock of a dataset could not be acquired within ``lock_timeout``."""
 

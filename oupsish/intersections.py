@@ -16,7 +16,8 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
-from oupsish.commit import DatasetPaths
+from oupsish.commit import SUPERSEDED_RETENTION_SECONDS, DatasetPaths
+from oupsish.errors import SnapshotExpiredError
 from oupsish.frames import OrderedOn, arrow_name, ordered_values
 from oupsish.read import Range, read_row_groups, to_frame
 from oupsish.snapshot import Snapshot
@@ -142,9 +143,14 @@ class _KeyStream:
         """Return the rows below ``hi`` (all remaining rows of the range when ``None``)."""
         try:
             self._load_until(hi)
-        except FileNotFoundError:
-            self._reload(lo)
-            self._load_until(hi)
+        except FileNotFoundError as error:
+            # Spans already yielded came from this snapshot: going on with another one
+            # would mix two states. Retired files outlive SUPERSEDED_RETENTION_SECONDS.
+            raise SnapshotExpiredError(
+                f"dataset '{self.source.paths.folder}' (key '{self.source.key}'): files of "
+                f"the snapshot being iterated were removed after their retention period "
+                f"({SUPERSEDED_RETENTION_SECONDS:g} s); start the iteration again."
+            ) from error
         if self.pending is None:
             rows = self._empty()
         else:
@@ -160,14 +166,6 @@ class _KeyStream:
             rows = pa.concat_tables([self.prefix, rows]) if rows.num_rows else self.prefix
             self.prefix = None
         return rows
-
-    def _reload(self, lo: Any) -> None:
-        """Continue from ``lo`` on a new snapshot: a concurrent commit removed a file."""
-        self.snapshot = self.source.load(True)
-        resumed = Range(lo, self.bounds.end_excl)
-        self.next_rg, self.last_rg = resumed.row_groups(self.snapshot)
-        self.trim_below = lo
-        self.pending, self.pending_values = None, np.empty(0)
 
 
 def _n_prev_list(n_prev: object, n_keys: int) -> list[int]:

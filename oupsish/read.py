@@ -91,15 +91,10 @@ def read_row_groups(
     """Read row groups of ``snapshot``; fail loudly if files do not hold what it says."""
     names = [snapshot.file_names[index] for index in indices]
     try:
-        table = read_files([paths.data_file(name) for name in names], schema, columns)
+        table = _read_files(paths, names, schema, columns, retired=False)
     except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as error:
-        if is_missing_file_error(error):
-            raise FileNotFoundError(str(error)) from error
-        raise CorruptDatasetError(
-            f"dataset '{paths.folder}': a data file cannot be read: {error}"
-        ) from error
+        # A later commit retired some of this snapshot's files: read them where they went.
+        table = _read_files(paths, names, schema, columns, retired=True)
     counts = snapshot.n_rows[list(indices)]
     expected = int(counts.sum())
     if table.num_rows != expected:
@@ -113,6 +108,28 @@ def read_row_groups(
         if column in table.column_names:
             _check_bounds(paths, snapshot, list(indices), counts, table.column(column))
     return table
+
+
+def _read_files(
+    paths: DatasetPaths,
+    names: Sequence[str],
+    schema: pa.Schema | None,
+    columns: Sequence[str] | None,
+    retired: bool,
+) -> pa.Table:
+    files = [paths.data_file(name) for name in names]
+    if retired:
+        files = [path if path.exists() else paths.superseded_file(path.name) for path in files]
+    try:
+        return read_files(files, schema, columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        if is_missing_file_error(error):
+            raise FileNotFoundError(str(error)) from error
+        raise CorruptDatasetError(
+            f"dataset '{paths.folder}': a data file cannot be read: {error}"
+        ) from error
 
 
 def _check_bounds(
