@@ -94,7 +94,14 @@ def read_row_groups(
         table = _read_files(paths, names, schema, columns, retired=False)
     except FileNotFoundError:
         # A later commit retired some of this snapshot's files: read them where they went.
-        table = _read_files(paths, names, schema, columns, retired=True)
+        # A file may move between the check and the read: look again, a few times.
+        for attempt in range(3):
+            try:
+                table = _read_files(paths, names, schema, columns, retired=True)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
     counts = snapshot.n_rows[list(indices)]
     expected = int(counts.sum())
     if table.num_rows != expected:
