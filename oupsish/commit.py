@@ -169,9 +169,9 @@ def is_temporary_name(name: str) -> bool:
 
 
 def _is_leftover(name: str, listed: set[str]) -> bool:
-    if is_temporary_name(name):
-        return True
-    return is_data_file_name(name) and name not in listed
+    if name in listed:
+        return False
+    return is_temporary_name(name) or is_data_file_name(name)
 
 
 def retire(paths: DatasetPaths, name: str) -> None:
