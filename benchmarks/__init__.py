@@ -1,0 +1,1 @@
+"""Benchmarks of oupsish against raw pyarrow: run ``python benchmarks/run.py --quick``."""
