@@ -24,11 +24,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oupsish.errors import CorruptDatasetError, UnsafeMetadataError
 from oupsish.frames import OrderedOn
-from oupsish.naming import format_name, is_data_file_name
+from oupsish.naming import DATA_FILE_PATTERN, format_name, is_data_file_name
 from oupsish.snapshot import STATS_COLUMNS, Snapshot, stats_table
 
 __all__ = ["FORMAT_VERSION", "METADATA_SUFFIX", "decode", "encode"]
@@ -200,8 +201,9 @@ def _decode_legacy(table: pa.Table, raw: bytes, source: str) -> Snapshot:
 def _check_stats(snapshot: Snapshot, source: str) -> None:
     """Check what a reader relies on: safe names, counts, and row groups in order."""
     names = snapshot.file_names
-    bad = [name for name in names if not is_data_file_name(name)]
-    if bad:
+    valid = pc.match_substring_regex(snapshot.stats.column("file_names"), DATA_FILE_PATTERN)
+    if not pc.all(valid).as_py() and len(names):
+        bad = [name for name in names if not is_data_file_name(name)]
         _fail(source, f"it names invalid data files {bad[:3]}")
     if len(set(names)) != len(names):
         _fail(source, "a data file is listed twice")

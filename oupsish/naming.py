@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
+    "DATA_FILE_PATTERN",
     "DEFAULT_TOP_WIDTH",
     "PositionKey",
     "allocate_keys",
@@ -42,6 +43,8 @@ CHILD_BASE = 10**CHILD_WIDTH
 MAX_DEPTH = 40  # 40 levels of 5 digits: names stay far below filesystem limits
 
 _NAME = re.compile(r"file_(\d+)((?:_\d{5})*)(?:-(\d+))?\.parquet")
+DATA_FILE_PATTERN = "^" + _NAME.pattern + "$"
+"""The same rule as a whole-string regular expression (for Arrow compute, RE2 syntax)."""
 
 
 def is_data_file_name(name: str) -> bool:
