@@ -26,6 +26,7 @@ from oupsish.writer import schema_of
 __all__ = ["KeySource", "iter_intersections"]
 
 SnapshotLoader = Callable[[bool], Snapshot]
+Rows = pa.Table | pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,12 @@ class _KeyStream:
     n_prev: int
     next_rg: int = 0
     last_rg: int = 0
-    pending: pa.Table | None = None
+    pending: Rows | None = None
     pending_values: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0))
     trim_below: Any = None
-    prefix: pa.Table | None = None
+    prefix: Rows | None = None
     columns: list[str] | None = None  # to hand out; the ordered column is read regardless
+    as_arrow: bool = False  # hand out Arrow tables rather than pandas frames
 
     def start(self) -> None:
         self.next_rg, self.last_rg = self.bounds.row_groups(self.snapshot)
@@ -80,7 +82,7 @@ class _KeyStream:
             self.prefix = self._rows_before(self.next_rg, self.n_prev)
 
     def has_prefix(self) -> bool:
-        return self.prefix is not None and self.prefix.num_rows > 0
+        return self.prefix is not None and _length(self.prefix) > 0
 
     def boundaries(self) -> npt.NDArray[Any]:
         """Return the first values of the units after the first one in range, below the end."""
@@ -94,11 +96,12 @@ class _KeyStream:
             names = [*names, self.column]
         return read_row_groups(self.source.paths, self.snapshot, self.schema, indices, names)
 
-    def output(self, rows: pa.Table) -> pa.Table:
-        """Keep the requested columns, in the requested order."""
-        return rows if self.columns is None else rows.select(self.columns)
+    def output(self, rows: pa.Table) -> Rows:
+        """Keep the requested columns, in order; convert to pandas once, unless Arrow is asked."""
+        selected = rows if self.columns is None else rows.select(self.columns)
+        return selected if self.as_arrow else to_frame(selected)
 
-    def _rows_before(self, first_rg: int, n: int) -> pa.Table:
+    def _rows_before(self, first_rg: int, n: int) -> Rows:
         """Return up to ``n`` rows just before ``start``."""
         pieces: list[pa.Table] = []
         count = 0
@@ -114,12 +117,15 @@ class _KeyStream:
         if not pieces:
             return self._empty()
         rows = pa.concat_tables(pieces)
-        return rows.slice(max(0, rows.num_rows - n))
+        return self.output(rows.slice(max(0, rows.num_rows - n)))
 
-    def _empty(self) -> pa.Table:
-        if self.schema is not None:
-            return self.schema.empty_table()
-        return pa.table({})
+    def _empty(self) -> Rows:
+        if self.schema is None:
+            return pa.table({}) if self.as_arrow else pd.DataFrame()
+        empty = self.schema.empty_table()
+        if self.columns is not None and self.column not in self.columns:
+            empty = empty.select([*self.columns, self.column])
+        return self.output(empty)
 
     def _load_until(self, hi: Any) -> None:
         loaded = []
@@ -133,13 +139,16 @@ class _KeyStream:
         if self.trim_below is not None:
             cut = int(np.searchsorted(values, self.trim_below, "left"))
             table, values = table.slice(cut), values[cut:]
-        if self.pending is None or self.pending.num_rows == 0:
-            self.pending, self.pending_values = table, values
+        # Converted once per load; spans are then cheap slices of it.
+        rows = self.output(table)
+        del table
+        if self.pending is None or _length(self.pending) == 0:
+            self.pending, self.pending_values = rows, values
         else:
-            self.pending = pa.concat_tables([self.pending, table])
+            self.pending = _concat([self.pending, rows])
             self.pending_values = np.concatenate([self.pending_values, values])
 
-    def take_until(self, lo: Any, hi: Any) -> pa.Table:
+    def take_until(self, lo: Any, hi: Any) -> Rows:
         """Return the rows below ``hi`` (all remaining rows of the range when ``None``)."""
         try:
             self._load_until(hi)
@@ -159,13 +168,31 @@ class _KeyStream:
                 if hi is None
                 else int(np.searchsorted(self.pending_values, hi, "left"))
             )
-            rows = self.pending.slice(0, cut)
-            self.pending = self.pending.slice(cut)
+            rows = _slice(self.pending, 0, cut)
+            self.pending = _slice(self.pending, cut, None)
             self.pending_values = self.pending_values[cut:]
         if self.prefix is not None:
-            rows = pa.concat_tables([self.prefix, rows]) if rows.num_rows else self.prefix
+            rows = _concat([self.prefix, rows]) if _length(rows) else self.prefix
             self.prefix = None
         return rows
+
+
+def _length(rows: Rows) -> int:
+    return rows.num_rows if isinstance(rows, pa.Table) else len(rows)
+
+
+def _slice(rows: Rows, start: int, stop: int | None) -> Rows:
+    if isinstance(rows, pa.Table):
+        return rows.slice(start, None if stop is None else stop - start)
+    part: pd.DataFrame = rows.iloc[start:stop].reset_index(drop=True)  # a view (pandas CoW)
+    return part
+
+
+def _concat(parts: list[Rows]) -> Rows:
+    if all(isinstance(part, pa.Table) for part in parts):
+        return pa.concat_tables(parts)  # type: ignore[arg-type]
+    joined: pd.DataFrame = pd.concat(parts, ignore_index=True)  # type: ignore[arg-type]
+    return joined
 
 
 def _n_prev_list(n_prev: object, n_keys: int) -> list[int]:
@@ -231,6 +258,7 @@ def iter_intersections(
             source, snapshot, schema, arrow_name(snapshot.ordered_on), bounds, count
         )
         stream.columns = names
+        stream.as_arrow = output == "arrow"
         streams.append(stream)
     return _iterate(sources, snapshots, streams, output == "arrow")
 
@@ -262,7 +290,6 @@ def _iterate(
             if key_stream is None:
                 chunk[source.key] = empty_frames[source.key]
             else:
-                rows = key_stream.output(key_stream.take_until(lo, hi))
-                chunk[source.key] = rows if as_arrow else to_frame(rows)
+                chunk[source.key] = key_stream.take_until(lo, hi)
         yield chunk
         lo = hi
