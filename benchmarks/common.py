@@ -37,7 +37,10 @@ COLUMNS = (ORDERED_ON, *VALUE_COLUMNS, "n")
 ROW_BYTES = 48  # 6 columns of 8 bytes: what one row costs in a pandas frame
 # Encoding options of the package's default write (``compression="snappy"``), and the
 # cheapest one the anchors were measured with.
-DEFAULT_ENCODING: dict[str, Any] = {"compression": "snappy"}
+# oupsish's default: snappy, dictionary encoding only for string/binary/categorical
+# columns. The synthetic data has none, so raw pyarrow gets use_dictionary=False: the same
+# encoding on both sides.
+DEFAULT_ENCODING: dict[str, Any] = {"compression": "snappy", "use_dictionary": False}
 PLAIN_ENCODING: dict[str, Any] = {"compression": "none", "use_dictionary": False}
 
 

@@ -51,7 +51,7 @@ def run(ctx: Context) -> None:
                 fsync_path(path)
 
     for label, encoding in (
-        ("default (snappy, dictionary)", DEFAULT_ENCODING),
+        ("default (snappy, no dictionary on numbers)", DEFAULT_ENCODING),
         ("none, no dictionary", PLAIN_ENCODING),
     ):
         with ctx.profiled(f"{NAME}-{label.split()[0]}"):
