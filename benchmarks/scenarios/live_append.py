@@ -136,7 +136,8 @@ def run(ctx: Context) -> None:
         )
     rec.note(
         NAME,
-        f"Chunks of {CHUNK_ROWS:,} rows, default encoding (snappy, no dictionary on numbers); raw pyarrow "
+        f"Chunks of {CHUNK_ROWS:,} rows, default encoding (snappy, no dictionary on "
+        "numbers); raw pyarrow "
         f"writes each of {n_chunks} chunks to its own file (nothing coalesced, no fsync). "
         "The rows/s target is 5x the predecessor's anchor (130k rows/s, issue 4), not a "
         "ratio to pyarrow.",
