@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -204,14 +204,17 @@ def _rows(ds: OrderedParquetDataset, n: int, head: bool) -> pd.DataFrame:
     return rows_frame
 
 
-def _cmd_rows(args: argparse.Namespace, out: TextIO, head: bool) -> int:
-    frame = _rows(open_dataset(args.dataset), args.n, head)
+def _emit_frame(frame: pd.DataFrame, as_json: bool, out: TextIO) -> None:
     _emit(
         json.loads(frame.to_json(orient="records", date_format="iso")),
-        args.json,
+        as_json,
         out,
         lambda: out.write(frame.to_string(index=False) + "\n"),
     )
+
+
+def _cmd_rows(args: argparse.Namespace, out: TextIO, head: bool) -> int:
+    _emit_frame(_rows(open_dataset(args.dataset), args.n, head), args.json, out)
     return 0
 
 
@@ -224,13 +227,7 @@ def cmd_tail(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    history = open_dataset(args.dataset).history()
-    _emit(
-        json.loads(history.to_json(orient="records", date_format="iso")),
-        args.json,
-        out,
-        lambda: out.write(history.to_string(index=False) + "\n"),
-    )
+    _emit_frame(open_dataset(args.dataset).history(), args.json, out)
     return 0
 
 
@@ -281,28 +278,21 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
     ds = OrderedParquetDataset(args.dataset)
     show = _progress(not args.quiet)
     total = csv.stat().st_size
-    done = {"rows": 0}
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        from oupsish.ingest import csv_chunks
-
-        for chunk in csv_chunks(csv, args.ordered_on, args.chunksize, {}):
-            done["rows"] += len(chunk)
-            show(f"ingesting {csv.name}: {done['rows']:,} rows (file of {total:,} bytes)")
-            yield chunk
-
     started = time.perf_counter()
-    ds.write(
-        df=chunks(),
+    rows = ds.ingest_csv(
+        csv,
         ordered_on=args.ordered_on,
+        chunksize=args.chunksize,
+        on_chunk=lambda done: show(
+            f"ingesting {csv.name}: {done:,} rows (file of {total:,} bytes)"
+        ),
         row_group_target_size=_target(args.target),
         duplicates_on=args.duplicates_on,
         max_n_off_target_rgs=args.max_off,
     )
     show("")
     out.write(
-        f"{done['rows']:,} rows from {csv} into {ds.dirpath} in "
-        f"{time.perf_counter() - started:.2f} s\n"
+        f"{rows:,} rows from {csv} into {ds.dirpath} in {time.perf_counter() - started:.2f} s\n"
     )
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -440,7 +440,7 @@ class OrderedParquetDataset(_Reader):
             key_value_metadata=key_value_metadata,
             parquet=ParquetOptions.from_kwargs(compression, parquet_options),
         )
-        snapshot = write_dataset(self._paths, df, options, self._lock_timeout)
+        snapshot = write_dataset(self._paths, df, options, self._lock_timeout, self._load(False))
         self._cache = (self._signature(), snapshot)
 
     def ingest_csv(
@@ -450,6 +450,7 @@ class OrderedParquetDataset(_Reader):
         ordered_on: str | None = None,
         chunksize: int = 1_000_000,
         read_csv: Mapping[str, Any] | None = None,
+        on_chunk: Callable[[int], object] | None = None,
         **write_options: Any,
     ) -> int:
         """Parse a CSV file (plain or ``.gz``/``.zst``/``.bz2``...) in chunks and write them.
@@ -468,6 +469,9 @@ class OrderedParquetDataset(_Reader):
             Rows parsed and committed at a time.
         read_csv : dict, optional
             Options of :func:`pandas.read_csv` (``dtype``, ``sep``, ``parse_dates``...).
+        on_chunk : callable, optional
+            Called with the number of rows parsed so far, before each chunk is written
+            (progress reporting).
         **write_options
             Options of :meth:`write`.
 
@@ -485,6 +489,8 @@ class OrderedParquetDataset(_Reader):
             nonlocal rows
             for chunk in csv_chunks(path, column, chunksize, dict(read_csv or {})):
                 rows += len(chunk)
+                if on_chunk is not None:
+                    on_chunk(rows)
                 yield chunk
 
         self.write(df=counted(), ordered_on=column, **write_options)

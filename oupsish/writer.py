@@ -370,10 +370,20 @@ def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snap
 
 
 def write_dataset(
-    paths: DatasetPaths, df: object, options: WriteOptions, lock_timeout: float | None
+    paths: DatasetPaths,
+    df: object,
+    options: WriteOptions,
+    lock_timeout: float | None,
+    snapshot: Snapshot | None = None,
 ) -> Snapshot:
-    """Write ``df`` into the dataset at ``paths``; return the committed snapshot."""
-    snapshot = read_snapshot(paths)
+    """Write ``df`` into the dataset at ``paths``; return the committed snapshot.
+
+    ``snapshot``, the caller's current view (read from disk when ``None``), is only used
+    to validate before taking the lock; the write itself works on the snapshot re-read
+    under the lock.
+    """
+    if snapshot is None:
+        snapshot = read_snapshot(paths)
     prepared = prepare(paths, snapshot, df, options)
     if prepared.table is None and _changes_nothing(
         snapshot, prepared, _plan(snapshot, prepared, options)
