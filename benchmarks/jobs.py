@@ -116,7 +116,33 @@ def stream(params: dict[str, Any]) -> dict[str, Any]:
     return _measure(prepare, work)
 
 
-JOBS = {"intersections": intersections, "stream": stream}
+def csv(params: dict[str, Any]) -> dict[str, Any]:
+    """Ingest a CSV file in chunks: ``ds.ingest_csv``, or pyarrow's CSV reader + ParquetWriter."""
+    import pyarrow.csv as pa_csv
+
+    path, source = Path(params["path"]), params["csv"]
+    chunk_rows = params["chunk_rows"]
+    warm = path.with_name(path.name + "-warm")
+    OrderedParquetDataset(warm, ordered_on=ORDERED_ON).ingest_csv(params["warm_csv"])
+    remove_dataset(warm)
+
+    def work(_: object) -> dict[str, Any]:
+        if params["mode"] == "oupsish":
+            ds = OrderedParquetDataset(path, ordered_on=ORDERED_ON)
+            rows = ds.ingest_csv(source, chunksize=chunk_rows, row_group_target_size=chunk_rows)
+        else:
+            reader = pa_csv.open_csv(source)
+            rows = 0
+            with pq.ParquetWriter(path.with_suffix(".parquet"), reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch, row_group_size=chunk_rows)
+                    rows += batch.num_rows
+        return {"rows": rows}
+
+    return _measure(lambda: None, work)
+
+
+JOBS = {"intersections": intersections, "stream": stream, "csv": csv}
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
 
 1. Take the writers' lock ``<name>.lock`` (``filelock``: released by the OS if the holder
    dies, so a crashed writer never blocks the next one).
-2. Reload the committed snapshot from disk and remove leftovers of interrupted writes:
-   hidden ``*.tmp`` files and data files the snapshot does not list.
+2. Reload the committed snapshot from disk (unless the metadata file is the one the
+   writer already knows) and, if the marker ``.<name>.pending`` says that a write was
+   interrupted, remove its leftovers: hidden ``*.tmp`` files and data files the snapshot
+   does not list. Then create the marker (durably) for this write; a clean exit removes it.
 3. Write each new row group to a hidden temporary file, ``fsync`` it, and rename it to its
    final name, which no snapshot has ever listed (its commit number is new).
 4. Commit: write the new metadata file to a temporary file, ``fsync`` it, ``os.replace`` it
@@ -49,11 +51,13 @@ from oupsish.snapshot import Snapshot
 
 __all__ = [
     "DatasetPaths",
+    "Signature",
     "Transaction",
     "atomic_write",
     "discard",
     "fsync_directory",
     "is_temporary_name",
+    "metadata_signature",
     "read_snapshot",
 ]
 
@@ -61,12 +65,18 @@ TMP_SUFFIX = ".tmp"
 SUPERSEDED_SUFFIX = "_superseded"
 SUPERSEDED_RETENTION_SECONDS = 600.0
 """How long superseded files stay readable for readers of older snapshots."""
+PENDING_SUFFIX = ".pending"
+
+Signature = tuple[int, int, int, int]
+"""What identifies one version of a metadata file: inode, size, mtime and ctime (ns)."""
+
+_last_purge: dict[Path, float] = {}
 
 
 class DatasetPaths:
     """Where a dataset's files live: its folder, metadata file and lock file."""
 
-    __slots__ = ("folder", "lock", "metadata", "superseded")
+    __slots__ = ("folder", "lock", "metadata", "pending", "superseded")
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         if not isinstance(folder, str | os.PathLike):
@@ -79,6 +89,7 @@ class DatasetPaths:
         self.metadata = self.folder.with_name(self.folder.name + METADATA_SUFFIX)
         self.lock = self.folder.with_name(self.folder.name + ".lock")
         self.superseded = self.folder.with_name(self.folder.name + SUPERSEDED_SUFFIX)
+        self.pending = self.folder.with_name(f".{self.folder.name}{PENDING_SUFFIX}")
 
     def data_file(self, name: str) -> Path:
         """Return the path of the row-group file ``name``."""
@@ -106,29 +117,39 @@ def temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
 
 
-def discard(path: Path) -> None:
+def discard(path: Path) -> bool:
     """Remove a file of an unfinished write, if it can be: the next writer removes the rest.
 
-    Never raises, so that a failing clean-up cannot hide the error that caused it.
+    Never raises, so that a failing clean-up cannot hide the error that caused it; returns
+    whether the file is gone.
     """
-    with contextlib.suppress(OSError):
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
-def atomic_write(target: Path, on_replaced: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_write(
+    target: Path, on_replaced: Callable[[], None] | None = None, fsync: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path; on success, make its content durable and move it to ``target``.
 
     The caller writes the temporary file; this fsyncs it, replaces ``target`` in one
     rename and fsyncs the folder. On any exception before the rename, the temporary file
     is removed and ``target`` is untouched. ``on_replaced()`` is called as soon as the
     rename has happened: from then on ``target`` holds the new content, even if making the
-    rename durable (the folder's ``fsync``) then fails and raises.
+    rename durable (the folder's ``fsync``) then fails and raises. ``fsync=False`` skips
+    both ``fsync`` calls: the swap stays atomic, but not durable.
     """
     temporary = temporary_path(target)
     try:
         yield temporary
-        fsync_file(temporary)
+        if fsync:
+            fsync_file(temporary)
         faults.checkpoint("before_replace", target)
         os.replace(temporary, target)
     except BaseException:
@@ -137,7 +158,8 @@ def atomic_write(target: Path, on_replaced: Callable[[], None] | None = None) ->
     if on_replaced is not None:
         on_replaced()
     faults.checkpoint("after_replace", target)
-    fsync_directory(target.parent)
+    if fsync:
+        fsync_directory(target.parent)
 
 
 def fsync_file(path: Path) -> None:
@@ -147,6 +169,19 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def metadata_signature(paths: DatasetPaths) -> Signature | None:
+    """Return what identifies the current metadata file, ``None`` if there is none.
+
+    Every commit replaces the file by a new one (a new inode), so an unchanged signature
+    means an unchanged committed state.
+    """
+    try:
+        stat = os.stat(paths.metadata)
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def read_snapshot(paths: DatasetPaths) -> Snapshot:
@@ -192,7 +227,9 @@ def purge_superseded(paths: DatasetPaths, retention: float | None = None) -> lis
     dates the retirement.
     """
     purged = []
-    horizon = time.time() - (SUPERSEDED_RETENTION_SECONDS if retention is None else retention)
+    now = time.time()
+    _last_purge[paths.folder] = now
+    horizon = now - (SUPERSEDED_RETENTION_SECONDS if retention is None else retention)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(paths.superseded):
             if is_data_file_name(entry.name) and entry.stat().st_ctime < horizon:
@@ -202,6 +239,15 @@ def purge_superseded(paths: DatasetPaths, retention: float | None = None) -> lis
     with contextlib.suppress(OSError):
         paths.superseded.rmdir()  # only when empty
     return purged
+
+
+def purge_is_due(paths: DatasetPaths) -> bool:
+    """Whether this process last purged ``paths`` over a tenth of the retention ago.
+
+    Purging lists the superseded folder: once in a while is enough, not on every write.
+    """
+    last = _last_purge.get(paths.folder)
+    return last is None or time.time() - last >= SUPERSEDED_RETENTION_SECONDS / 10
 
 
 def remove_leftovers(paths: DatasetPaths, snapshot: Snapshot) -> list[str]:
@@ -244,18 +290,34 @@ class Transaction:
         The dataset.
     lock_timeout : float or None
         Seconds to wait for the writers' lock; ``None`` waits as long as needed.
+    known : tuple, optional
+        ``(signature, snapshot)`` the caller holds: reused, without reading the metadata
+        file, if that file is unchanged once the lock is taken.
+    fsync : bool, default True
+        ``False`` skips every ``fsync``: the commit stays atomic for readers and against a
+        crash of the process, but an OS crash or a power loss may lose or damage it.
     """
 
-    def __init__(self, paths: DatasetPaths, lock_timeout: float | None) -> None:
+    def __init__(
+        self,
+        paths: DatasetPaths,
+        lock_timeout: float | None,
+        known: tuple[Signature | None, Snapshot] | None = None,
+        fsync: bool = True,
+    ) -> None:
         self.paths = paths
+        self._fsync = fsync
         self._lock = filelock.FileLock(
             str(paths.lock), timeout=-1 if lock_timeout is None else lock_timeout
         )
         self._lock_timeout = lock_timeout
+        self._known = known
         self._staged: list[Path] = []  # temporary files
         self._placed: list[Path] = []  # staged files already renamed to final names
         self._committed = False
+        self._clean = True  # whether the folder holds nothing but the snapshot's files
         self.snapshot = Snapshot.empty()
+        self.signature: Signature | None = None
 
     def __enter__(self) -> Transaction:
         self.paths.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -267,13 +329,33 @@ class Transaction:
                 f"'{self.paths.lock}' was not acquired within {self._lock_timeout} s."
             ) from None
         try:
-            self.snapshot = read_snapshot(self.paths)
-            remove_leftovers(self.paths, self.snapshot)
-            purge_superseded(self.paths)
+            self.signature = metadata_signature(self.paths)
+            known = self._known
+            if known is not None and known[0] == self.signature and self.signature is not None:
+                self.snapshot = known[1]
+            else:
+                self.snapshot = read_snapshot(self.paths)
+            interrupted = self.paths.pending.exists()
+            if interrupted or self.snapshot.legacy:
+                remove_leftovers(self.paths, self.snapshot)
+            if interrupted or purge_is_due(self.paths):
+                purge_superseded(self.paths)
+            if not interrupted:
+                self._mark_pending()
         except BaseException:
             self._lock.release()
             raise
         return self
+
+    def _mark_pending(self) -> None:
+        """Create the marker that makes the next writer look for leftovers of this one.
+
+        It must be durable before any file of this write is: a crash could otherwise
+        leave files no writer would ever look for.
+        """
+        os.close(os.open(self.paths.pending, os.O_CREAT | os.O_WRONLY, 0o644))
+        if self._fsync:
+            fsync_directory(self.paths.pending.parent)
 
     def stage(self, name: str, write: Callable[[Path], None]) -> None:
         """Write the data file ``name`` through ``write(path)``, durably, under a hidden name."""
@@ -282,33 +364,42 @@ class Transaction:
         temporary = temporary_path(self.paths.data_file(name))
         self._staged.append(temporary)
         write(temporary)
-        fsync_file(temporary)
+        if self._fsync:
+            fsync_file(temporary)
         faults.checkpoint("after_data_file", temporary)
 
     def commit(self, snapshot: Snapshot) -> None:
         """Publish staged files and ``snapshot`` atomically, then remove superseded files."""
+        self._clean = False  # until every step below has succeeded
         for temporary in self._staged:
             final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
             os.replace(temporary, final)
             self._placed.append(final)
             faults.checkpoint("after_data_file_placed", final)
         self._staged.clear()
-        if self._placed:
+        if self._placed and self._fsync:
             fsync_directory(self.paths.folder)
         faults.checkpoint("before_metadata", self.paths.metadata)
-        append_entry(history_path(self.paths.metadata), entry(self.snapshot, snapshot))
+        append_entry(history_path(self.paths.metadata), entry(self.snapshot, snapshot), self._fsync)
         faults.checkpoint("after_history", self.paths.metadata)
         # Past the rename of the metadata file the new files are committed: from then on an
         # error (the folder's fsync failing, say) must not make __exit__ delete them.
-        with atomic_write(self.paths.metadata, on_replaced=self._mark_committed) as temporary:
+        with atomic_write(
+            self.paths.metadata, on_replaced=self._mark_committed, fsync=self._fsync
+        ) as temporary:
             temporary.write_bytes(encode(snapshot))
+        self.signature = metadata_signature(self.paths)
         faults.checkpoint("after_metadata", self.paths.metadata)
         superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
+        clean = True
         for name in sorted(superseded):
             # Best effort: the commit has happened; the next writer retires what remains.
-            with contextlib.suppress(OSError):
+            try:
                 retire(self.paths, name)
+            except OSError:
+                clean = False
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
+        self._clean = clean
         self.snapshot = snapshot
 
     def __exit__(
@@ -320,7 +411,12 @@ class Transaction:
         try:
             if not self._committed:
                 for path in [*self._staged, *self._placed]:
-                    discard(path)
+                    self._clean = discard(path) and self._clean
+            if self._clean:
+                # Not made durable: if the removal is lost, the next writer merely looks
+                # for leftovers in vain.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.paths.pending)
         finally:
             self._lock.release()
 

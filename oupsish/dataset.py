@@ -13,12 +13,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
-from oupsish.commit import DatasetPaths, Transaction, is_temporary_name, read_snapshot
+from oupsish.commit import (
+    DatasetPaths,
+    Signature,
+    Transaction,
+    is_temporary_name,
+    metadata_signature,
+    read_snapshot,
+)
 from oupsish.errors import CorruptDatasetError, ReadOnlyError
 from oupsish.frames import OrderedOn, arrow_name
 from oupsish.history import history_path, read_history
-from oupsish.ingest import csv_chunks, is_stream, write_stream
+from oupsish.ingest import Batch, csv_chunks, csv_tables, is_stream, write_stream
 from oupsish.interop import dask as interop_dask
 from oupsish.interop import duckdb as interop_duckdb
 from oupsish.interop import polars as interop_polars
@@ -37,8 +45,6 @@ if TYPE_CHECKING:
     import polars
 
 __all__ = ["DatasetView", "OrderedParquetDataset", "write"]
-
-_Signature = tuple[int, int, int, int]
 
 
 def _row_group_stats(snapshot: Snapshot, indices: Sequence[int] | range) -> pd.DataFrame:
@@ -173,6 +179,12 @@ class OrderedParquetDataset(_Reader):
     lock_lifetime : float, optional
         Accepted for compatibility with ``oups``, without effect: a lock held by a process
         that died is released by the operating system.
+    fsync : bool, default True
+        Make every commit durable (``fsync`` of its files and folders) before ``write``
+        returns. ``False`` is faster: commits stay atomic for readers and survive the
+        writing process dying at any point, but an OS crash or power loss may lose or
+        damage recent commits, as with SQLite's ``synchronous=OFF``. For scratch data, or
+        data you can ingest again.
 
     Examples
     --------
@@ -190,25 +202,22 @@ class OrderedParquetDataset(_Reader):
         ordered_on: OrderedOn | None = None,
         lock_timeout: float | None = None,
         lock_lifetime: float | None = None,
+        fsync: bool = True,
     ) -> None:
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be True or False, got {type(fsync).__name__} {fsync!r}.")
         self._paths = DatasetPaths(dirpath)
         self._lock_timeout = _check_lock_timeout(lock_timeout)
-        self._cache: tuple[_Signature | None, Snapshot] | None = None
+        self._fsync = fsync
+        self._cache: tuple[Signature | None, Snapshot] | None = None
         snapshot = self._load(False)
         self._requested_ordered_on = resolve_ordered_on(
             snapshot.ordered_on, ordered_on, str(self._paths.folder)
         )
 
-    def _signature(self) -> _Signature | None:
-        try:
-            stat = os.stat(self._paths.metadata)
-        except FileNotFoundError:
-            return None
-        return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
     def _load(self, force: bool) -> Snapshot:
         """Return the committed snapshot, re-reading the metadata file only if it changed."""
-        signature = self._signature()
+        signature = metadata_signature(self._paths)
         if not force and self._cache is not None and self._cache[0] == signature:
             return self._cache[1]
         snapshot = read_snapshot(self._paths) if signature is not None else Snapshot.empty()
@@ -354,7 +363,12 @@ class OrderedParquetDataset(_Reader):
     def write(
         self,
         *,
-        df: pd.DataFrame | Iterable[pd.DataFrame] | pa.RecordBatchReader | None = None,
+        df: pd.DataFrame
+        | pa.Table
+        | pa.RecordBatch
+        | Iterable[pd.DataFrame | pa.Table | pa.RecordBatch]
+        | pa.RecordBatchReader
+        | None = None,
         ordered_on: OrderedOn | None = None,
         row_group_target_size: int | str = DEFAULT_ROW_GROUP_TARGET_SIZE,
         duplicates_on: str | Sequence[Hashable] | None = None,
@@ -373,10 +387,12 @@ class OrderedParquetDataset(_Reader):
 
         Parameters
         ----------
-        df : pandas.DataFrame, iterable of DataFrames or pyarrow.RecordBatchReader, optional
+        df : pandas.DataFrame, pyarrow.Table or RecordBatch, an iterable of them, or a
+            pyarrow.RecordBatchReader, optional
             New rows, sorted on ``ordered_on``, with no null there. ``None`` or an empty
-            frame writes no rows (metadata and resizing still apply). A stream (an
-            iterable of frames, a generator, a ``RecordBatchReader``) is written batch by
+            frame writes no rows (metadata and resizing still apply). Arrow data is written
+            without a detour through pandas. A stream (an iterable of frames or tables, a
+            generator, a ``RecordBatchReader``) is written batch by
             batch, one commit per batch, at bounded memory; each batch must be sorted
             and ``key_value_metadata`` is committed with the first one.
         ordered_on : str, optional
@@ -414,7 +430,7 @@ class OrderedParquetDataset(_Reader):
         if is_stream(df):
             first = True
 
-            def write_batch(batch: pd.DataFrame) -> None:
+            def write_batch(batch: Batch) -> None:
                 nonlocal first
                 self.write(
                     df=batch,
@@ -440,8 +456,10 @@ class OrderedParquetDataset(_Reader):
             key_value_metadata=key_value_metadata,
             parquet=ParquetOptions.from_kwargs(compression, parquet_options),
         )
-        snapshot = write_dataset(self._paths, df, options, self._lock_timeout, self._load(False))
-        self._cache = (self._signature(), snapshot)
+        self._load(False)
+        self._cache = write_dataset(
+            self._paths, df, options, self._lock_timeout, self._cache, self._fsync
+        )
 
     def ingest_csv(
         self,
@@ -449,26 +467,33 @@ class OrderedParquetDataset(_Reader):
         *,
         ordered_on: str | None = None,
         chunksize: int = 1_000_000,
+        parse_options: pa_csv.ParseOptions | None = None,
+        convert_options: pa_csv.ConvertOptions | None = None,
         read_csv: Mapping[str, Any] | None = None,
         on_chunk: Callable[[int], object] | None = None,
         **write_options: Any,
     ) -> int:
-        """Parse a CSV file (plain or ``.gz``/``.zst``/``.bz2``...) in chunks and write them.
+        """Parse a CSV file (plain or ``.gz``/``.bz2``/``.zst``...) in chunks and write them.
 
-        Each chunk is one commit; memory holds about one chunk. Empty and header-only
-        files write nothing.
+        Each chunk is one commit. pyarrow parses the file block by block, straight into
+        Arrow: memory holds about one chunk, whatever the file's size. Empty and
+        header-only files write nothing.
 
         Parameters
         ----------
         path : str or os.PathLike
             The CSV file; compression is inferred from its extension.
         ordered_on : str, optional
-            The ordered column (the dataset's by default); parsed as dates unless
-            ``read_csv`` says otherwise.
+            The ordered column (the dataset's by default); parsed as a timestamp when it
+            holds text (ISO 8601 by default).
         chunksize : int, default 1_000_000
             Rows parsed and committed at a time.
+        parse_options, convert_options : pyarrow.csv.ParseOptions, ConvertOptions, optional
+            How pyarrow parses the file (delimiter, column types, timestamp formats...).
+            Columns the dataset already stores are parsed with its types.
         read_csv : dict, optional
-            Options of :func:`pandas.read_csv` (``dtype``, ``sep``, ``parse_dates``...).
+            Options of :func:`pandas.read_csv` (``sep``, ``dtype``, ``parse_dates``...):
+            when given, pandas parses the file instead of pyarrow (slower, more memory).
         on_chunk : callable, optional
             Called with the number of rows parsed so far, before each chunk is written
             (progress reporting).
@@ -483,15 +508,27 @@ class OrderedParquetDataset(_Reader):
         column = ordered_on if ordered_on is not None else self.ordered_on
         if not isinstance(column, str):
             raise ValueError(f"ingest_csv needs ordered_on for dataset '{self.dirpath}'.")
+        chunks: Iterator[pd.DataFrame | pa.Table]
+        if read_csv is not None:
+            if parse_options is not None or convert_options is not None:
+                raise ValueError(
+                    "ingest_csv takes pyarrow's parse_options/convert_options or pandas' "
+                    "read_csv options, not both."
+                )
+            chunks = csv_chunks(path, column, chunksize, dict(read_csv))
+        else:
+            stored = self._schema(self._load(False))
+            chunks = csv_tables(path, column, chunksize, stored, parse_options, convert_options)
         rows = 0
 
-        def counted() -> Iterator[pd.DataFrame]:
+        def counted() -> Iterator[pd.DataFrame | pa.Table]:
             nonlocal rows
-            for chunk in csv_chunks(path, column, chunksize, dict(read_csv or {})):
+            for chunk in chunks:
                 rows += len(chunk)
                 if on_chunk is not None:
                     on_chunk(rows)
                 yield chunk
+                del chunk  # written: let it go before the next chunk is parsed
 
         self.write(df=counted(), ordered_on=column, **write_options)
         return rows
@@ -544,7 +581,7 @@ class OrderedParquetDataset(_Reader):
         paths = self._paths
         if not paths.metadata.exists() and not paths.folder.exists():
             return
-        with Transaction(paths, self._lock_timeout) as txn:
+        with Transaction(paths, self._lock_timeout, fsync=self._fsync) as txn:
             snapshot = txn.snapshot
             if preserve_metadata and snapshot.exists:
                 empty = Snapshot.empty().stats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ __all__ = [
     "arrow_name",
     "bound_value",
     "check_frame",
+    "check_ordered_column",
+    "check_table",
+    "conform_table",
     "frame_to_table",
     "normalize_duplicates_on",
     "ordered_values",
@@ -44,8 +47,6 @@ def arrow_name(label: Hashable) -> str:
 
 
 def _conversion_hint(df: object) -> str:
-    if isinstance(df, pa.Table | pa.RecordBatch):
-        return " Convert an Arrow table with df.to_pandas()."
     if isinstance(df, pd.Series):
         return " Convert a Series with series.to_frame() or pass a DataFrame of all columns."
     if isinstance(df, dict):
@@ -67,13 +68,13 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(
-            f"df must be a pandas DataFrame, got {type(df).__name__} (dataset '{dataset}')."
-            + _conversion_hint(df)
+            f"df must be a pandas DataFrame or a pyarrow Table, got {type(df).__name__} "
+            f"(dataset '{dataset}')." + _conversion_hint(df)
         )
     if len(df) == 0:
         return df  # no rows: nothing to write, whatever the columns
-    duplicated = df.columns[df.columns.duplicated()].unique().tolist()
-    if duplicated:
+    if not df.columns.is_unique:
+        duplicated = df.columns[df.columns.duplicated()].unique().tolist()
         raise InvalidFrameError(
             f"column names must be unique; repeated: {duplicated} (dataset '{dataset}')."
         )
@@ -85,12 +86,56 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
             f"ordered_on column {ordered_on!r} is not in the frame's columns "
             f"{df.columns.tolist()} (dataset '{dataset}').{hint}"
         )
-    column = df[ordered_on]
-    if isinstance(column.dtype, pd.CategoricalDtype):
+    check_ordered_column(df[ordered_on], ordered_on, dataset)
+    return df
+
+
+def check_table(table: pa.Table, ordered_on: OrderedOn, dataset: str) -> None:
+    """Check that an Arrow table can be written, as :func:`check_frame` does a frame.
+
+    ``ordered_on`` names the column the way pyarrow does (:func:`arrow_name`).
+    """
+    if table.num_rows == 0:
+        return
+    names = table.column_names
+    if len(set(names)) != len(names):
+        duplicated = sorted({name for name in names if names.count(name) > 1})
         raise InvalidFrameError(
-            f"ordered_on column {ordered_on!r} is categorical; it must hold ordered values "
-            f"such as timestamps or numbers (dataset '{dataset}')."
+            f"column names must be unique; repeated: {duplicated} (dataset '{dataset}')."
         )
+    name = arrow_name(ordered_on)
+    if name not in names:
+        raise InvalidFrameError(
+            f"ordered_on column {name!r} is not in the table's columns {names} "
+            f"(dataset '{dataset}')."
+        )
+    column = table.column(name)
+    if pa.types.is_dictionary(column.type):
+        _fail_categorical(ordered_on, dataset)
+    # A view on the values, with NaN/NaT/None for nulls: no copy of the column for numbers.
+    check_ordered_column(
+        pd.Series(ordered_values(column), copy=False), ordered_on, dataset, "table"
+    )
+
+
+def _fail_categorical(ordered_on: OrderedOn, dataset: str) -> NoReturn:
+    raise InvalidFrameError(
+        f"ordered_on column {ordered_on!r} is categorical; it must hold ordered values "
+        f"such as timestamps or numbers (dataset '{dataset}')."
+    )
+
+
+def check_ordered_column(
+    column: pd.Series[Any], ordered_on: OrderedOn, dataset: str, holder: str = "frame"
+) -> None:
+    """Raise unless ``column`` (of at least one row) is free of nulls and sorted ascending."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iufM":
+        values = column.to_numpy()
+        # NaN and NaT fail every comparison: sorted and clean in one pass over the data.
+        if values[0] == values[0] and bool(np.all(values[1:] >= values[:-1])):
+            return
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        _fail_categorical(ordered_on, dataset)
     nulls = column.isna()
     if nulls.any():
         first = int(np.flatnonzero(nulls.to_numpy())[0])
@@ -100,7 +145,7 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
         )
     try:
         if column.is_monotonic_increasing:
-            return df
+            return
         values = column.to_numpy()
         decreasing = np.flatnonzero(values[1:] < values[:-1])
     except TypeError as error:
@@ -110,7 +155,7 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
         ) from error
     where = f", first at row {int(decreasing[0]) + 1}" if len(decreasing) else ""
     raise InvalidFrameError(
-        f"the frame must be sorted ascending on {ordered_on!r}; it is not{where} "
+        f"the {holder} must be sorted ascending on {ordered_on!r}; it is not{where} "
         f"(dataset '{dataset}')."
     )
 
@@ -237,21 +282,36 @@ def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> 
         raise InvalidFrameError(
             f"the frame cannot be converted to Arrow: {error} (dataset '{dataset}')."
         ) from error
+    return conform_table(table, stored, dataset)
+
+
+def conform_table(
+    table: pa.Table, stored: pa.Schema | None, dataset: str, holder: str = "frame"
+) -> pa.Table:
+    """Cast ``table`` to the dataset's stored schema (or, on a first write, normalize its own).
+
+    Raises
+    ------
+    SchemaMismatchError
+        If columns are missing, extra or of another type than the stored schema.
+    """
     if stored is None:
         return table.cast(storage_schema(table.schema))
     problems = _schema_problems(table.schema, stored)
     if problems:
         raise SchemaMismatchError(
-            f"dataset '{dataset}': the frame does not match the dataset's schema: "
+            f"dataset '{dataset}': the {holder} does not match the dataset's schema: "
             + "; ".join(problems)
             + f". The dataset's columns are {stored.names}; nothing was written."
         )
     table = table.select(stored.names)
+    if table.schema.equals(stored, check_metadata=True):
+        return table
     try:
         return table.cast(stored)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise SchemaMismatchError(
-            f"dataset '{dataset}': the frame's values do not fit the dataset's schema "
+            f"dataset '{dataset}': the {holder}'s values do not fit the dataset's schema "
             f"{stored.names}: {error}."
         ) from error
 

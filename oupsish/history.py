@@ -96,7 +96,7 @@ def history_path(metadata: Path) -> Path:
     return metadata.with_name(metadata.name.removesuffix("_opdmd") + HISTORY_SUFFIX)
 
 
-def append_entry(path: Path, record: Mapping[str, Any]) -> None:
+def append_entry(path: Path, record: Mapping[str, Any], fsync: bool = True) -> None:
     """Append ``record`` as one line and make it durable (before the commit's swap)."""
     line = json.dumps(record, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -109,7 +109,8 @@ def append_entry(path: Path, record: Mapping[str, Any]) -> None:
                 if file.read(1) != b"\n":
                     line = b"\n" + line
         os.write(fd, line)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

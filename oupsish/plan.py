@@ -202,6 +202,10 @@ def _overlap_windows(
         return []
     if len(mins) == 0:
         return [Window(0, 0, 0, n_new)]
+    last_max = maxs[-1]
+    if new_values[0] > last_max or (not drop_duplicates and new_values[0] == last_max):
+        # A pure append (the common case): no need to place every new value.
+        return [Window(len(mins), len(mins), 0, n_new)]
     # first: first row group that does not lie entirely before the value.
     first = np.searchsorted(maxs, new_values, side="left" if drop_duplicates else "right")
     # last: last row group starting at or before the value.

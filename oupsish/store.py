@@ -36,6 +36,8 @@ class Store:
         The folder holding the datasets.
     indexer : type
         A ``@toplevel``-decorated class.
+    fsync : bool, default True
+        Passed to every dataset of the store (see :class:`OrderedParquetDataset`).
 
     Raises
     ------
@@ -43,7 +45,12 @@ class Store:
         If ``indexer`` is not ``@toplevel``-decorated or ``basepath`` is not a path.
     """
 
-    def __init__(self, basepath: str | os.PathLike[str], indexer: type) -> None:
+    def __init__(
+        self, basepath: str | os.PathLike[str], indexer: type, *, fsync: bool = True
+    ) -> None:
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be True or False, got {type(fsync).__name__} {fsync!r}.")
+        self._fsync = fsync
         if not isinstance(basepath, str | os.PathLike):
             raise TypeError(
                 f"basepath must be a str or a path, got {type(basepath).__name__} {basepath!r}."
@@ -125,10 +132,11 @@ class Store:
         key : indexer instance
             The dataset's key.
         **kwargs
-            ``ordered_on``, ``lock_timeout``, ``lock_lifetime`` of
-            :class:`OrderedParquetDataset`.
+            ``ordered_on``, ``lock_timeout``, ``lock_lifetime``, ``fsync`` (the store's by
+            default) of :class:`OrderedParquetDataset`.
         """
         self._check_key(key)
+        kwargs.setdefault("fsync", self._fsync)
         return OrderedParquetDataset(self._basepath / key.to_path(), **kwargs)
 
     def __getitem__(self, key: Any) -> OrderedParquetDataset:

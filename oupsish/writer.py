@@ -21,12 +21,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from oupsish.commit import DatasetPaths, Transaction, read_snapshot
+from oupsish.commit import (
+    DatasetPaths,
+    Signature,
+    Transaction,
+    metadata_signature,
+    read_snapshot,
+)
 from oupsish.errors import CorruptDatasetError, OrderedOnMismatchError
 from oupsish.frames import (
     OrderedOn,
     arrow_name,
     check_frame,
+    check_table,
+    conform_table,
     frame_to_table,
     normalize_duplicates_on,
     ordered_values,
@@ -177,7 +185,11 @@ def prepare(paths: DatasetPaths, snapshot: Snapshot, df: object, options: WriteO
         raise ValueError(f"ordered_on is required for the first write to dataset '{dataset}'.")
     schema = schema_of(paths, snapshot)
     table, subset = None, None
-    if df is not None:
+    if isinstance(df, pa.RecordBatch):
+        df = pa.Table.from_batches([df])
+    if isinstance(df, pa.Table):
+        table, subset = _arrow_input(df, ordered_on, options.duplicates_on, schema, dataset)
+    elif df is not None:
         frame = check_frame(df, ordered_on, dataset)
         if len(frame):
             duplicates = normalize_duplicates_on(
@@ -207,6 +219,32 @@ def prepare(paths: DatasetPaths, snapshot: Snapshot, df: object, options: WriteO
         ),
         checked_against=checked_against,
     )
+
+
+def _arrow_input(
+    table: pa.Table,
+    ordered_on: OrderedOn,
+    duplicates_on: str | Sequence[Hashable] | None,
+    schema: pa.Schema | None,
+    dataset: str,
+) -> tuple[pa.Table | None, list[str] | None]:
+    """Check an Arrow table and cast it to the dataset's schema; drop its own duplicates."""
+    check_table(table, ordered_on, dataset)
+    if table.num_rows == 0:
+        return None, None
+    requested = duplicates_on
+    if requested is not None and not isinstance(requested, str | tuple):
+        requested = [arrow_name(name) for name in requested]
+    elif isinstance(requested, tuple):
+        requested = arrow_name(requested)
+    duplicates = normalize_duplicates_on(
+        requested, arrow_name(ordered_on), table.column_names, dataset
+    )
+    subset = None
+    if duplicates is not None:
+        subset = [str(name) for name in dict.fromkeys(duplicates)]
+        table = _drop_duplicates(table, subset)
+    return conform_table(table, schema, dataset, "table"), subset
 
 
 def _merge_sorted(existing: pa.Table, new: pa.Table, column: str) -> pa.Table:
@@ -280,7 +318,11 @@ def _encode_window(
     merged = _merge_sorted(existing, new, column)
     if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
         merged = _drop_duplicates(merged, prepared.duplicate_subset)
-    values = ordered_values(merged.column(column))
+    if existing.num_rows == 0 and prepared.table is not None:
+        stop = window.new_start + window.n_new
+        values = prepared.new_values[window.new_start : stop]  # a view: no copy
+    else:
+        values = ordered_values(merged.column(column))
     bounds = [0, *prepared.target.split_offsets(values).tolist(), merged.num_rows]
     keys = allocate_keys(
         snapshot.position_key(window.rg_start - 1),
@@ -290,7 +332,7 @@ def _encode_window(
     )
     if keys is None:  # make_room_before_first prevents this
         raise AssertionError(f"no file name available for {window}")
-    ordered = merged.column(column).combine_chunks()
+    ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
     for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
         chunk = merged.slice(start, end - start)
@@ -298,8 +340,8 @@ def _encode_window(
         txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
         names.append(name)
         n_rows.append(chunk.num_rows)
-        mins.append(ordered.slice(start, 1))
-        maxs.append(ordered.slice(end - 1, 1))
+        mins.append(ordered.slice(start, 1).combine_chunks())
+        maxs.append(ordered.slice(end - 1, 1).combine_chunks())
     return stats_table(names, n_rows, pa.concat_arrays(mins), pa.concat_arrays(maxs), ordered.type)
 
 
@@ -374,29 +416,32 @@ def write_dataset(
     df: object,
     options: WriteOptions,
     lock_timeout: float | None,
-    snapshot: Snapshot | None = None,
-) -> Snapshot:
-    """Write ``df`` into the dataset at ``paths``; return the committed snapshot.
+    known: tuple[Signature | None, Snapshot] | None = None,
+    fsync: bool = True,
+) -> tuple[Signature | None, Snapshot]:
+    """Write ``df`` into the dataset at ``paths``; return the committed state.
 
-    ``snapshot``, the caller's current view (read from disk when ``None``), is only used
-    to validate before taking the lock; the write itself works on the snapshot re-read
-    under the lock.
+    ``known``, the caller's ``(metadata signature, snapshot)`` (read from disk when
+    ``None``), validates the frame before the lock is taken; under the lock the write
+    works on the committed snapshot, which is ``known``'s if the metadata file has not
+    changed since. Returns the ``(signature, snapshot)`` committed (or found, if the write
+    changes nothing). ``fsync`` is :class:`~oupsish.commit.Transaction`'s.
     """
-    if snapshot is None:
-        snapshot = read_snapshot(paths)
+    if known is None:
+        known = (metadata_signature(paths), read_snapshot(paths))
+    snapshot = known[1]
     prepared = prepare(paths, snapshot, df, options)
     if prepared.table is None and _changes_nothing(
         snapshot, prepared, _plan(snapshot, prepared, options)
     ):
         # A write that changes nothing touches nothing: no lock, no folder, no commit.
-        return snapshot
-    with Transaction(paths, lock_timeout) as txn:
+        return known
+    with Transaction(paths, lock_timeout, known, fsync) as txn:
         current = txn.snapshot
         if (current.ordered_on, schema_of(paths, current)) != prepared.checked_against:
             # Another writer committed a first write since the frame was checked.
             prepared = prepare(paths, current, df, options)
         successor = execute(txn, prepared, options)
-        if successor is None:
-            return current
-        txn.commit(successor)
-        return successor
+        if successor is not None:
+            txn.commit(successor)
+        return txn.signature, txn.snapshot

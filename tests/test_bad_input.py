@@ -12,8 +12,8 @@ Decisions recorded here (and in the messages):
 
 - A frame without rows is a no-op whatever its columns: no lock, no folder, no commit.
   Options are still checked (an invalid option is an error even with an empty frame).
-- ``df`` must be a pandas DataFrame; an Arrow table, a dict or a Series is refused with a hint
-  on how to convert it (Arrow-native input belongs to the streaming-ingest work).
+- ``df`` must be a pandas DataFrame or an Arrow table (or record batch), checked alike; a
+  dict or a Series is refused with a hint on how to convert it.
 - Timestamps keep their timezone nature: tz-naive into tz-aware (or the reverse) is refused;
   another timezone for a tz-aware column is accepted: the same instants, converted losslessly.
 - A damaged data file makes every read that needs it fail with ``CorruptDatasetError``; reads
@@ -335,7 +335,6 @@ def test_another_timezone_is_converted_not_refused(tmp_path: Path) -> None:
     ("df", "hint"),
     [
         pytest.param({"ts": [1, 2], "v": [1.0, 2.0]}, "pandas.DataFrame", id="dict"),
-        pytest.param(pa.table({"ts": [1, 2], "v": [1.0, 2.0]}), "to_pandas", id="arrow-table"),
         pytest.param("ts,v\n1,1.0", "", id="str"),
         pytest.param(b"ts,v\n1,1.0", "", id="bytes"),
         pytest.param(42, "", id="int"),
@@ -349,9 +348,87 @@ def test_not_a_dataframe(
     with nothing_changes(tmp_path), pytest.raises(TypeError) as raised:
         dataset.write(df=df)
     message = str(raised.value)
-    assert f"df must be a pandas DataFrame, got {type(df).__name__}" in message
+    assert f"df must be a pandas DataFrame or a pyarrow Table, got {type(df).__name__}" in message
     assert str(dataset.dirpath) in message
     assert hint in message
+
+
+def arrow_hours(start: str, count: int) -> pa.Table:
+    return pa.Table.from_pandas(hours(start, count), preserve_index=False)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        pytest.param(
+            lambda t: t.take([0, 2, 1, 3]),
+            InvalidFrameError,
+            ["table must be sorted ascending on 'ts'", "first at row 2"],
+            id="unsorted",
+        ),
+        pytest.param(
+            lambda t: t.set_column(
+                0, "ts", pa.array([None, *t["ts"].to_pylist()[1:]], t["ts"].type)
+            ),
+            InvalidFrameError,
+            ["'ts' has 1 null/NaN/NaT value(s), first at row 0"],
+            id="null-ordered-on",
+        ),
+        pytest.param(
+            lambda t: t.drop_columns(["ts"]),
+            InvalidFrameError,
+            ["ordered_on column 'ts' is not in the table's columns"],
+            id="missing-ordered-on",
+        ),
+        pytest.param(
+            lambda t: t.rename_columns(["ts", "v", "v", "s"]),
+            InvalidFrameError,
+            ["column names must be unique; repeated: ['v']"],
+            id="duplicated-names",
+        ),
+        pytest.param(
+            lambda t: t.set_column(1, "v", t["v"].cast(pa.string())),
+            SchemaMismatchError,
+            ["the table does not match", "column 'v' is string", "double"],
+            id="wrong-type",
+        ),
+        pytest.param(
+            lambda t: t.drop_columns(["n"]),
+            SchemaMismatchError,
+            ["missing column(s) ['n']"],
+            id="missing-column",
+        ),
+        pytest.param(
+            lambda t: t.set_column(0, "ts", t["ts"].dictionary_encode()),
+            InvalidFrameError,
+            ["'ts' is categorical"],
+            id="dictionary-ordered-on",
+        ),
+    ],
+)
+def test_bad_arrow_table(
+    tmp_path: Path,
+    dataset: OrderedParquetDataset,
+    make: Callable[[pa.Table], pa.Table],
+    error: type[Exception],
+    words: list[str],
+) -> None:
+    table = make(arrow_hours("2024-02-01", 4))
+    inputs: list[pa.Table | pa.RecordBatch] = [table, *table.to_batches()[:1]]
+    for df in inputs:  # a table, and a record batch
+        with nothing_changes(tmp_path), pytest.raises(error) as raised:
+            dataset.write(df=df)
+        message = str(raised.value)
+        assert all(word in message for word in words), message
+        assert str(dataset.dirpath) in message
+
+
+@pytest.mark.parametrize("fsync", ["yes", 1, None])
+def test_fsync_must_be_a_bool(tmp_path: Path, fsync: Any) -> None:
+    with nothing_changes(tmp_path), pytest.raises(TypeError, match="fsync must be True or False"):
+        OrderedParquetDataset(tmp_path / "ds", fsync=fsync)
+    with nothing_changes(tmp_path), pytest.raises(TypeError, match="fsync must be True or False"):
+        Store(tmp_path / "store", Other, fsync=fsync)
 
 
 @pytest.mark.parametrize(

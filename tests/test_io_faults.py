@@ -94,7 +94,9 @@ NEXT_WRITE = frame(np.arange(300, 330), 4)
 
 
 def plant_leftovers(folder: Path) -> None:
-    """Files an interrupted write leaves: a hidden temporary, an unlisted data file, metadata."""
+    """Files an interrupted write leaves: its marker, a hidden temporary, an unlisted data
+    file, a temporary metadata file."""
+    (folder.parent / f".{folder.name}.pending").touch()
     (folder / f".file_00099-9.parquet.{uuid.uuid4().hex}.tmp").write_bytes(b"partial")
     shutil.copy(next(folder.glob("file_*.parquet")), folder / "file_00098-9.parquet")
     (folder.parent / f".{folder.name}_opdmd.{uuid.uuid4().hex}.tmp").write_bytes(b"partial")

@@ -1,0 +1,125 @@
+"""The commit's bookkeeping: the marker of an unfinished write, snapshot reuse, ``fsync``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from oupsish import OrderedParquetDataset, Store, faults, toplevel
+from oupsish.testing import assert_same_rows
+
+
+def frame(start: int, n: int) -> pd.DataFrame:
+    df: pd.DataFrame = pd.DataFrame(
+        {
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(start, start + n), "s"),
+            "v": np.arange(start, start + n, dtype=float),
+        }
+    )
+    return df
+
+
+def marker(ds: OrderedParquetDataset) -> Path:
+    return ds.dirpath.with_name(f".{ds.dirpath.name}.pending")
+
+
+class BoomError(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def fail_at() -> Iterator[list[str]]:
+    """Set ``fail_at.append(step)`` to make the next write raise at that step."""
+    steps: list[str] = []
+
+    def hook(step: str, path: Path) -> None:
+        if steps and step == steps[0]:
+            steps.clear()
+            raise BoomError(step)
+
+    previous = faults.install(hook)
+    yield steps
+    faults.install(previous)
+
+
+def test_a_clean_write_leaves_no_marker(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0, 10), row_group_target_size=4)
+    ds.write(df=frame(5, 10), row_group_target_size=4)  # an insert: superseded files retire
+    assert not marker(ds).exists()
+    assert sorted(os.listdir(ds.dirpath)) == sorted(p.name for p in ds.files)
+
+
+@pytest.mark.parametrize("step", ["after_data_file_placed", "before_replace"])
+def test_an_interrupted_write_leaves_its_marker_and_the_next_one_cleans_up(
+    tmp_path: Path, fail_at: list[str], step: str
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0, 10))
+    # A write that dies mid-way leaves its files: simulate it by leaving copies of them.
+    stray = ds.dirpath / "file_0007-9.parquet"
+    shutil.copy(ds.files[0], stray)
+    marker(ds).touch()
+    fail_at.append(step)
+    with pytest.raises(BoomError):
+        ds.write(df=frame(10, 5))
+    assert marker(ds).exists(), "a failed commit keeps the marker"
+    ds.write(df=frame(10, 5))
+    assert not marker(ds).exists() and not stray.exists()
+    assert sorted(os.listdir(ds.dirpath)) == sorted(p.name for p in ds.files)
+    assert_same_rows(pq.read_table(ds.dirpath).to_pandas(), frame(0, 15))
+
+
+def test_refused_write_inside_the_lock_removes_its_marker(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0, 10), row_group_target_size=5)
+    ds.files[0].write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="refused"):
+        ds.write(df=frame(2, 1))  # needs the damaged row group
+    assert not marker(ds).exists()
+
+
+def test_another_writer_commit_is_seen_under_the_lock(tmp_path: Path) -> None:
+    first = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    second = OrderedParquetDataset(tmp_path / "ds")
+    first.write(df=frame(0, 10))
+    assert len(second.read()) == 10  # `second` caches this snapshot
+    first.write(df=frame(10, 10))
+    second.write(df=frame(20, 10))  # must build on first's latest commit, not its cache
+    assert_same_rows(first.to_pandas(), frame(0, 30))
+
+
+@toplevel
+class Key:
+    name: str
+
+
+def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    store = Store(tmp_path / "store", Key, fsync=False)
+    ds = store[Key("a")]
+    ds.write(
+        df=frame(0, 10), ordered_on="ts", row_group_target_size=4, key_value_metadata={"k": "v"}
+    )
+    ds.write(df=frame(3, 4), row_group_target_size=4)
+    assert calls == []
+    expected = pd.concat([frame(0, 10), frame(3, 4)]).sort_values("ts", kind="stable")
+    assert_same_rows(ds.to_pandas(), expected)
+    durable = OrderedParquetDataset(tmp_path / "durable", ordered_on="ts")
+    durable.write(df=frame(0, 10))
+    assert len(calls) >= 4  # data file, folder, history, metadata file and its folder
+    assert store.get(Key("b"), fsync=True)._fsync is True
