@@ -99,7 +99,7 @@ class _KeyStream:
     def output(self, rows: pa.Table) -> Rows:
         """Keep the requested columns, in order; convert to pandas once, unless Arrow is asked."""
         selected = rows if self.columns is None else rows.select(self.columns)
-        return selected if self.as_arrow else to_frame(selected)
+        return selected if self.as_arrow else to_frame(selected, consume=True)
 
     def _rows_before(self, first_rg: int, n: int) -> Rows:
         """Return up to ``n`` rows just before ``start``."""

@@ -95,6 +95,22 @@ def read_schema(path: Path) -> pa.Schema:
     return pq.read_schema(path)
 
 
+def _read_file(path: Path, schema: pa.Schema | None, columns: Sequence[str] | None) -> pa.Table:
+    """Read one file as one chunk per column (``read_table`` would split it in batches)."""
+    if schema is None:
+        return pq.ParquetFile(path).read(columns=None if columns is None else list(columns))
+    names = list(columns) if columns is not None else schema.names
+    target = pa.schema([schema.field(name) for name in names]).with_metadata(schema.metadata)
+    table = pq.ParquetFile(path).read(columns=names)
+    if table.schema.equals(target, check_metadata=True):
+        return table
+    if table.column_names != names:
+        # Not a file this dataset wrote (a column missing, or more): pyarrow's dataset
+        # reader fills or drops columns as the schema says.
+        return pq.read_table(path, columns=names, schema=schema)
+    return table.cast(target)
+
+
 def read_files(
     paths: Sequence[Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
 ) -> pa.Table:
@@ -105,7 +121,6 @@ def read_files(
         empty = schema.empty_table()
         return empty.select(list(columns)) if columns is not None else empty
     if len(paths) == 1:
-        selected = list(columns) if columns is not None else None
-        return pq.read_table(paths[0], columns=selected, schema=schema)
+        return _read_file(paths[0], schema, columns)
     dataset = pads.dataset([str(path) for path in paths], schema=schema, format="parquet")
     return dataset.to_table(columns=list(columns) if columns is not None else None)

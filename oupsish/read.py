@@ -134,8 +134,9 @@ def _read_files(
     except (pa.ArrowException, OSError) as error:
         if is_missing_file_error(error):
             raise FileNotFoundError(str(error)) from error
+        which = f"data file '{files[0].name}'" if len(files) == 1 else "a data file"
         raise CorruptDatasetError(
-            f"dataset '{paths.folder}': a data file cannot be read: {error}"
+            f"dataset '{paths.folder}': {which} cannot be read: {error}"
         ) from error
 
 
@@ -213,9 +214,14 @@ def read_table(
     return table
 
 
-def to_frame(table: pa.Table) -> pd.DataFrame:
-    """Convert to pandas with a default ``RangeIndex`` starting at 0."""
-    frame = table.to_pandas()
+def to_frame(table: pa.Table, consume: bool = False) -> pd.DataFrame:
+    """Convert to pandas with a default ``RangeIndex`` starting at 0.
+
+    ``consume=True`` frees the table's memory column by column while converting, and keeps
+    one pandas block per column (zero-copy where pyarrow can): the caller must not use
+    ``table`` afterwards.
+    """
+    frame = table.to_pandas(split_blocks=consume, self_destruct=consume)
     if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0:
         frame = frame.reset_index(drop=True)
     return frame
