@@ -8,8 +8,9 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
    writer already knows) and, if the marker ``.<name>.pending`` says that a write was
    interrupted, remove its leftovers: hidden ``*.tmp`` files and data files the snapshot
    does not list. Then create the marker (durably) for this write; a clean exit removes it.
-3. Write each new row group to a hidden temporary file, ``fsync`` it, and rename it to its
-   final name, which no snapshot has ever listed (its commit number is new).
+3. Write each new row group to a hidden temporary file and ``fsync`` it (in a background
+   thread, while the next file is encoded; all are waited for before step 4), then rename
+   it to its final name, which no snapshot has ever listed (its commit number is new).
 4. Commit: write the new metadata file to a temporary file, ``fsync`` it, ``os.replace`` it
    over ``<name>_opdmd`` and ``fsync`` the parent folder. This single rename is the commit
    point: before it readers see the old state, after it the new one.
@@ -34,9 +35,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -71,6 +74,26 @@ Signature = tuple[int, int, int, int]
 """What identifies one version of a metadata file: inode, size, mtime and ctime (ns)."""
 
 _last_purge: dict[Path, float] = {}
+_syncer: ThreadPoolExecutor | None = None
+_syncer_lock = threading.Lock()
+
+
+def _forget_syncer() -> None:
+    """In a forked child the thread is gone: the next write starts a new one."""
+    global _syncer, _syncer_lock
+    _syncer, _syncer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_syncer)
+
+
+def _background_fsync(path: Path) -> Future[None]:
+    """Start ``fsync_file(path)`` in the background (one thread, created on first use)."""
+    global _syncer
+    with _syncer_lock:
+        if _syncer is None:
+            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oupsish-fsync")
+        return _syncer.submit(fsync_file, path)
 
 
 class DatasetPaths:
@@ -313,6 +336,7 @@ class Transaction:
         self._lock_timeout = lock_timeout
         self._known = known
         self._staged: list[Path] = []  # temporary files
+        self._syncing: list[Future[None]] = []  # their fsyncs, running in the background
         self._placed: list[Path] = []  # staged files already renamed to final names
         self._committed = False
         self._clean = True  # whether the folder holds nothing but the snapshot's files
@@ -365,12 +389,23 @@ class Transaction:
         self._staged.append(temporary)
         write(temporary)
         if self._fsync:
-            fsync_file(temporary)
+            # The fsync (GIL released) overlaps with encoding the next file.
+            self._syncing.append(_background_fsync(temporary))
         faults.checkpoint("after_data_file", temporary)
+
+    def _wait_for_fsyncs(self) -> None:
+        """Wait for every background fsync; raise the first error, once all are done."""
+        syncing, self._syncing = self._syncing, []
+        errors = [future.exception() for future in syncing]
+        for error in errors:
+            if error is not None:
+                raise error
 
     def commit(self, snapshot: Snapshot) -> None:
         """Publish staged files and ``snapshot`` atomically, then remove superseded files."""
         self._clean = False  # until every step below has succeeded
+        record, payload = entry(self.snapshot, snapshot), encode(snapshot)  # while fsyncs run
+        self._wait_for_fsyncs()
         for temporary in self._staged:
             final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
             os.replace(temporary, final)
@@ -380,14 +415,14 @@ class Transaction:
         if self._placed and self._fsync:
             fsync_directory(self.paths.folder)
         faults.checkpoint("before_metadata", self.paths.metadata)
-        append_entry(history_path(self.paths.metadata), entry(self.snapshot, snapshot), self._fsync)
+        append_entry(history_path(self.paths.metadata), record, self._fsync)
         faults.checkpoint("after_history", self.paths.metadata)
         # Past the rename of the metadata file the new files are committed: from then on an
         # error (the folder's fsync failing, say) must not make __exit__ delete them.
         with atomic_write(
             self.paths.metadata, on_replaced=self._mark_committed, fsync=self._fsync
         ) as temporary:
-            temporary.write_bytes(encode(snapshot))
+            temporary.write_bytes(payload)
         self.signature = metadata_signature(self.paths)
         faults.checkpoint("after_metadata", self.paths.metadata)
         superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
@@ -409,6 +444,8 @@ class Transaction:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            with contextlib.suppress(BaseException):
+                self._wait_for_fsyncs()  # before removing the files they flush
             if not self._committed:
                 for path in [*self._staged, *self._placed]:
                     self._clean = discard(path) and self._clean

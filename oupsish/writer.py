@@ -243,7 +243,7 @@ def _arrow_input(
     subset = None
     if duplicates is not None:
         subset = [str(name) for name in dict.fromkeys(duplicates)]
-        table = _drop_duplicates(table, subset)
+        table = _drop_duplicates(table, subset, arrow_name(ordered_on))
     return conform_table(table, schema, dataset, "table"), subset
 
 
@@ -269,11 +269,27 @@ def _merge_sorted(existing: pa.Table, new: pa.Table, column: str) -> pa.Table:
     return combined.take(order)
 
 
-def _drop_duplicates(table: pa.Table, subset: list[str]) -> pa.Table:
-    """Drop rows equal on ``subset`` to a later row (the later, newer row is kept)."""
-    keys = table.select(subset).to_pandas()
-    keep = ~keys.duplicated(keep="last").to_numpy()
-    return table if keep.all() else table.filter(pa.array(keep))
+def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Table:
+    """Drop rows equal on ``subset`` to a later row (the later, newer row is kept).
+
+    ``table`` is sorted on ``column``, which ``subset`` includes: duplicates can only lie
+    in runs of equal ``column`` values, so only those rows are compared on ``subset``.
+    """
+    values = ordered_values(table.column(column))
+    same_as_next = values[1:] == values[:-1]
+    if not same_as_next.any():
+        return table
+    keep = np.ones(len(values), dtype=bool)
+    if subset == [column]:
+        keep[:-1] = ~same_as_next
+    else:
+        in_run = np.zeros(len(values), dtype=bool)
+        in_run[:-1] |= same_as_next
+        in_run[1:] |= same_as_next
+        candidates = np.flatnonzero(in_run)
+        keys = table.select(subset).take(candidates).to_pandas()
+        keep[candidates] = ~keys.duplicated(keep="last").to_numpy()
+    return table.filter(pa.array(keep))
 
 
 def _write_chunk(path: Path, *, chunk: pa.Table, parquet: ParquetOptions) -> None:
@@ -317,7 +333,7 @@ def _encode_window(
         existing = existing.cast(new.schema)
     merged = _merge_sorted(existing, new, column)
     if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
-        merged = _drop_duplicates(merged, prepared.duplicate_subset)
+        merged = _drop_duplicates(merged, prepared.duplicate_subset, column)
     if existing.num_rows == 0 and prepared.table is not None:
         stop = window.new_start + window.n_new
         values = prepared.new_values[window.new_start : stop]  # a view: no copy

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +125,28 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
     durable.write(df=frame(0, 10))
     assert len(calls) >= 4  # data file, folder, history, metadata file and its folder
     assert store.get(Key("b"), fsync=True)._fsync is True
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_write(tmp_path: Path) -> None:
+    # The parent's background fsync thread does not exist in a forked child.
+    parent = OrderedParquetDataset(tmp_path / "parent", ordered_on="ts")
+    parent.write(df=frame(0, 10))
+    pid = os.fork()
+    if pid == 0:  # the child: write, then leave at once, without running pytest's exit
+        code = 1
+        try:
+            child = OrderedParquetDataset(tmp_path / "child", ordered_on="ts")
+            child.write(df=frame(0, 10), row_group_target_size=3)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's write hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert len(OrderedParquetDataset(tmp_path / "child").read()) == 10
