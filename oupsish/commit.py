@@ -84,15 +84,20 @@ def _forget_syncer() -> None:
     _syncer, _syncer_lock = None, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_syncer)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_syncer)
 
 
 def _background_fsync(path: Path) -> Future[None]:
-    """Start ``fsync_file(path)`` in the background (one thread, created on first use)."""
+    """Start ``fsync_file(path)`` in the background (threads shared by all datasets).
+
+    A writer waits for its own fsyncs only; several threads writing several datasets
+    share the few threads, started on first use.
+    """
     global _syncer
     with _syncer_lock:
         if _syncer is None:
-            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oupsish-fsync")
+            _syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oupsish-fsync")
         return _syncer.submit(fsync_file, path)
 
 

@@ -322,7 +322,7 @@ class FaultyDisk:
 
     def acceptable_errors(self) -> list[OSError]:
         """The errors a failed write may raise: the first of all, the first its own
-        operations met (clean-up unlinks aside), or the first a background fsync met.
+        operations met (clean-up unlinks aside), or one a background fsync met.
 
         Data files are fsynced in a background thread while the writer goes on, so two
         failures can race; what must never surface is an error met while cleaning up.
@@ -337,7 +337,7 @@ class FaultyDisk:
             for error, (_, by_writer) in zip(self.raised, self.raised_by, strict=True)
             if not by_writer
         ]
-        return [self.raised[0], *own[:1], *background[:1]]
+        return [self.raised[0], *own[:1], *background]
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[FaultyDisk]:
