@@ -137,9 +137,10 @@ def _column_types(
     """Return the types to parse columns with, beyond those the caller asked for.
 
     Types are inferred from the first block only: a later block with finer timestamps or
-    decimals in a column of integers would fail. So columns stored by the dataset are
-    parsed as stored, timestamps always in ``ns`` and ``ordered_on`` as a timestamp when
-    its first values look like text.
+    decimals in a column of integers would fail. So timestamps are always parsed in
+    ``ns``; ``ordered_on`` and columns the dataset stores as timestamps are parsed as
+    timestamps when their first values look like dates or text; other columns the dataset
+    stores (categoricals included) are parsed as stored.
     """
     types: dict[str, pa.DataType] = {}
     for field in inferred:
@@ -150,14 +151,14 @@ def _column_types(
             if stored is not None and field.name in stored.names
             else None
         )
-        if pa.types.is_timestamp(field.type) or (
-            field.name == ordered_on and pa.types.is_string(field.type)
+        stored_timestamp = stored_type is not None and pa.types.is_timestamp(stored_type)
+        if pa.types.is_timestamp(field.type):
+            types[field.name] = pa.timestamp("ns", field.type.tz)
+        elif (pa.types.is_date(field.type) or pa.types.is_string(field.type)) and (
+            field.name == ordered_on or stored_timestamp
         ):
-            tz = field.type.tz if pa.types.is_timestamp(field.type) else None
-            types[field.name] = pa.timestamp("ns", tz)
-        elif stored_type is not None and not (
-            pa.types.is_dictionary(stored_type) or pa.types.is_timestamp(stored_type)
-        ):
+            types[field.name] = pa.timestamp("ns")
+        elif stored_type is not None and not stored_timestamp:
             types[field.name] = stored_type
     return types
 

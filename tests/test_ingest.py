@@ -190,3 +190,21 @@ def test_ingest_csv_date_formats(tmp_path: Path) -> None:
         other.ingest_csv(
             path, read_csv={"sep": ";"}, parse_options=pa_csv.ParseOptions(delimiter=";")
         )
+
+
+def test_ingest_csv_of_dates_into_a_dataset_with_a_categorical(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    first = pd.DataFrame(
+        {"ts": pd.to_datetime(["2024-01-01", "2024-01-02"]), "label": ["a", "b"]}
+    ).astype({"label": "category"})
+    ds.write(df=first)
+    path = tmp_path / "days.csv"
+    path.write_text("ts,label\n2024-01-03,c\n2024-01-04,a\n")  # dates only: inferred date32
+    assert ds.ingest_csv(path) == 2
+    result = ds.read()
+    assert result["ts"].tolist() == list(pd.date_range("2024-01-01", periods=4, freq="D"))
+    assert isinstance(result["label"].dtype, pd.CategoricalDtype)
+    assert result["label"].astype(str).tolist() == ["a", "b", "c", "a"]
+    fresh = OrderedParquetDataset(tmp_path / "fresh", ordered_on="ts")
+    fresh.ingest_csv(path)  # a first write: the dates become timestamps too
+    assert fresh.read()["ts"].dtype.kind == "M"
