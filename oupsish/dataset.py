@@ -37,7 +37,7 @@ from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
 from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
 from oupsish.verify import Problem, verify_dataset
-from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
+from oupsish.writer import TailCache, WriteOptions, resolve_ordered_on, schema_of, write_dataset
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -210,6 +210,7 @@ class OrderedParquetDataset(_Reader):
         self._lock_timeout = _check_lock_timeout(lock_timeout)
         self._fsync = fsync
         self._cache: tuple[Signature | None, Snapshot] | None = None
+        self._tail = TailCache()
         snapshot = self._load(False)
         self._requested_ordered_on = resolve_ordered_on(
             snapshot.ordered_on, ordered_on, str(self._paths.folder)
@@ -458,7 +459,7 @@ class OrderedParquetDataset(_Reader):
         )
         self._load(False)
         self._cache = write_dataset(
-            self._paths, df, options, self._lock_timeout, self._cache, self._fsync
+            self._paths, df, options, self._lock_timeout, self._cache, self._fsync, self._tail
         )
 
     def ingest_csv(

@@ -95,6 +95,10 @@ def read_schema(path: Path) -> pa.Schema:
     return pq.read_schema(path)
 
 
+FEW_FILES = 8
+"""Up to this many files are read one by one: a pyarrow dataset costs milliseconds to set up."""
+
+
 def _read_file(path: Path, schema: pa.Schema | None, columns: Sequence[str] | None) -> pa.Table:
     """Read one file as one chunk per column (``read_table`` would split it in batches)."""
     if schema is None:
@@ -120,7 +124,7 @@ def read_files(
             return pa.table({})
         empty = schema.empty_table()
         return empty.select(list(columns)) if columns is not None else empty
-    if len(paths) == 1:
-        return _read_file(paths[0], schema, columns)
+    if len(paths) <= FEW_FILES:
+        return pa.concat_tables([_read_file(path, schema, columns) for path in paths])
     dataset = pads.dataset([str(path) for path in paths], schema=schema, format="parquet")
     return dataset.to_table(columns=list(columns) if columns is not None else None)

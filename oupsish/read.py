@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -134,10 +135,22 @@ def _read_files(
     except (pa.ArrowException, OSError) as error:
         if is_missing_file_error(error):
             raise FileNotFoundError(str(error)) from error
-        which = f"data file '{files[0].name}'" if len(files) == 1 else "a data file"
         raise CorruptDatasetError(
-            f"dataset '{paths.folder}': {which} cannot be read: {error}"
+            f"dataset '{paths.folder}': {_unreadable(files, schema, columns)} cannot be "
+            f"read: {error}"
         ) from error
+
+
+def _unreadable(
+    files: Sequence[Path], schema: pa.Schema | None, columns: Sequence[str] | None
+) -> str:
+    """Name the first file that cannot be read (on the error path only: it reads them again)."""
+    for path in files if len(files) > 1 else []:
+        try:
+            read_files([path], schema, columns)
+        except (pa.ArrowException, OSError):
+            return f"data file '{path.name}'"
+    return f"data file '{files[0].name}'" if len(files) == 1 else "a data file"
 
 
 def _check_bounds(

@@ -53,7 +53,16 @@ from oupsish.plan import (
 from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
 
-__all__ = ["Prepared", "WriteOptions", "execute", "prepare", "resolve_ordered_on", "schema_of"]
+__all__ = [
+    "Prepared",
+    "TailCache",
+    "WriteOptions",
+    "execute",
+    "prepare",
+    "resolve_ordered_on",
+    "schema_of",
+    "write_dataset",
+]
 
 RESERVED_METADATA_KEYS = frozenset({"ordered_on"})
 
@@ -312,18 +321,66 @@ def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -
         ) from error
 
 
+class TailCache:
+    """The trailing off-target row groups a dataset handle wrote, kept for its next write.
+
+    With ``max_n_off_target_rgs``, small writes keep rewriting the dataset's tail, and
+    reading it back from disk costs about as much as writing it. Files are never modified
+    and their names never reused, so a table kept under a file name is that file's rows,
+    whoever committed since; a name the snapshot no longer lists is simply never asked for.
+    """
+
+    MAX_BYTES = 64 * 2**20  # memory a handle may keep between writes
+
+    def __init__(self) -> None:
+        self.tables: dict[str, pa.Table] = {}
+
+    def get(self, names: Sequence[str]) -> pa.Table | None:
+        """Return the rows of these files, if every one of them is kept."""
+        if not names or any(name not in self.tables for name in names):
+            return None
+        return pa.concat_tables([self.tables[name] for name in names])
+
+    def keep(self, snapshot: Snapshot, count: int, written: Mapping[str, pa.Table]) -> None:
+        """Keep the tables of the snapshot's last ``count`` row groups, as far as known.
+
+        Coalescing merges the trailing off-target row groups, and may complete the last
+        on-target one: ``max_n_off_target_rgs + 1`` of them at most.
+        """
+        kept: dict[str, pa.Table] = {}
+        size = 0
+        for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
+            name = snapshot.file_names[index]
+            table = written.get(name, self.tables.get(name))
+            if table is None:
+                break
+            size += table.get_total_buffer_size()  # whole buffers, even of a slice
+            if size > self.MAX_BYTES:
+                break
+            kept[name] = table
+        self.tables = kept
+
+
 def _encode_window(
     txn: Transaction,
     window: Window,
     prepared: Prepared,
     parquet: ParquetOptions,
     commit: int,
+    tail: TailCache,
+    written: dict[str, pa.Table],
 ) -> pa.Table:
-    """Merge, split and stage one window's row groups; return their statistics."""
+    """Merge, split and stage one window's row groups; return their statistics.
+
+    The tables of the files staged are added to ``written``.
+    """
     snapshot = txn.snapshot
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
-    existing = _read_existing(txn, range(window.rg_start, window.rg_end), schema)
+    indices = range(window.rg_start, window.rg_end)
+    existing = tail.get([snapshot.file_names[index] for index in indices])
+    if existing is None:
+        existing = _read_existing(txn, indices, schema)
     new = (
         prepared.table.slice(window.new_start, window.n_new)
         if prepared.table is not None
@@ -354,6 +411,7 @@ def _encode_window(
         chunk = merged.slice(start, end - start)
         name = format_name(key, snapshot.top_width, commit)
         txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
+        written[name] = chunk
         names.append(name)
         n_rows.append(chunk.num_rows)
         mins.append(ordered.slice(start, 1).combine_chunks())
@@ -403,15 +461,27 @@ def _changes_nothing(snapshot: Snapshot, prepared: Prepared, windows: list[Windo
     return not prepared.key_value_metadata
 
 
-def execute(txn: Transaction, prepared: Prepared, options: WriteOptions) -> Snapshot | None:
-    """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged."""
+def execute(
+    txn: Transaction,
+    prepared: Prepared,
+    options: WriteOptions,
+    tail: TailCache | None = None,
+    written: dict[str, pa.Table] | None = None,
+) -> Snapshot | None:
+    """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged.
+
+    ``tail`` supplies rows to merge without reading them; ``written`` receives the tables
+    of the files staged.
+    """
     snapshot = txn.snapshot
     windows = _plan(snapshot, prepared, options)
     if _changes_nothing(snapshot, prepared, windows):
         return None
     commit = snapshot.commit + 1
+    tail = tail if tail is not None else TailCache()
+    written = written if written is not None else {}
     replacements = [
-        (window, _encode_window(txn, window, prepared, options.parquet, commit))
+        (window, _encode_window(txn, window, prepared, options.parquet, commit, tail, written))
         for window in windows
     ]
     arrow_type = (
@@ -434,6 +504,7 @@ def write_dataset(
     lock_timeout: float | None,
     known: tuple[Signature | None, Snapshot] | None = None,
     fsync: bool = True,
+    tail: TailCache | None = None,
 ) -> tuple[Signature | None, Snapshot]:
     """Write ``df`` into the dataset at ``paths``; return the committed state.
 
@@ -441,7 +512,9 @@ def write_dataset(
     ``None``), validates the frame before the lock is taken; under the lock the write
     works on the committed snapshot, which is ``known``'s if the metadata file has not
     changed since. Returns the ``(signature, snapshot)`` committed (or found, if the write
-    changes nothing). ``fsync`` is :class:`~oupsish.commit.Transaction`'s.
+    changes nothing). ``fsync`` is :class:`~oupsish.commit.Transaction`'s. ``tail``, the
+    caller's :class:`TailCache`, is used and updated when the write coalesces its tail
+    (``max_n_off_target_rgs``), and emptied otherwise.
     """
     if known is None:
         known = (metadata_signature(paths), read_snapshot(paths))
@@ -457,7 +530,13 @@ def write_dataset(
         if (current.ordered_on, schema_of(paths, current)) != prepared.checked_against:
             # Another writer committed a first write since the frame was checked.
             prepared = prepare(paths, current, df, options)
-        successor = execute(txn, prepared, options)
+        coalescing = tail is not None and options.max_n_off_target_rgs is not None
+        written: dict[str, pa.Table] = {}
+        if tail is not None and not coalescing:
+            tail.tables.clear()
+        successor = execute(txn, prepared, options, tail if coalescing else None, written)
         if successor is not None:
             txn.commit(successor)
+            if tail is not None and options.max_n_off_target_rgs is not None:
+                tail.keep(successor, max(1, options.max_n_off_target_rgs) + 1, written)
         return txn.signature, txn.snapshot

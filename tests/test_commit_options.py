@@ -150,3 +150,20 @@ def test_a_forked_child_can_write(tmp_path: Path) -> None:
         pytest.fail("the forked child's write hung")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert len(OrderedParquetDataset(tmp_path / "child").read()) == 10
+
+
+def test_coalescing_writes_from_two_handles_merge_the_right_tail(tmp_path: Path) -> None:
+    # Each handle keeps the tail it wrote, to merge it without reading it back; the other
+    # handle's commits replace that tail under new names, which must then be read.
+    first = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    second = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(12):
+        handle = first if step % 3 else second
+        handle.write(df=frame(step * 10, 10), row_group_target_size=35, max_n_off_target_rgs=2)
+        if step == 6:  # an insert into the tail through the other handle
+            second.write(df=frame(55, 1).assign(v=-1.0), max_n_off_target_rgs=2)
+    expected = pd.concat([frame(0, 120), frame(55, 1).assign(v=-1.0)])
+    expected = expected.sort_values("ts", kind="stable")
+    assert_same_rows(first.to_pandas(), expected)
+    assert first.verify() == []
+    assert first.row_group_stats["n_rows"].sum() == 121
