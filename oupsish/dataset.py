@@ -608,6 +608,7 @@ class OrderedParquetDataset(_Reader):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.lock)
         self._cache = None
+        self._tail.clear()
 
 
 def _remove_own_files(folder: Path) -> None:

@@ -325,40 +325,53 @@ class TailCache:
     """The trailing off-target row groups a dataset handle wrote, kept for its next write.
 
     With ``max_n_off_target_rgs``, small writes keep rewriting the dataset's tail, and
-    reading it back from disk costs about as much as writing it. Files are never modified
-    and their names never reused, so a table kept under a file name is that file's rows,
-    whoever committed since; a name the snapshot no longer lists is simply never asked for.
+    reading it back from disk costs about as much as writing it. The tables are only used
+    while the committed snapshot is still the one this handle produced (the writer reuses
+    it when the metadata file is unchanged): after any other commit, even one that deleted
+    and recreated the dataset with the same file names, the rows are read from disk.
     """
 
     MAX_BYTES = 64 * 2**20  # memory a handle may keep between writes
 
     def __init__(self) -> None:
         self.tables: dict[str, pa.Table] = {}
+        self.snapshot: Snapshot | None = None  # the state the tables belong to
 
-    def get(self, names: Sequence[str]) -> pa.Table | None:
-        """Return the rows of these files, if every one of them is kept."""
+    def get(self, snapshot: Snapshot, names: Sequence[str]) -> pa.Table | None:
+        """Return the rows of these files of ``snapshot``, if every one of them is kept."""
+        if snapshot is not self.snapshot:
+            return None
         if not names or any(name not in self.tables for name in names):
             return None
         return pa.concat_tables([self.tables[name] for name in names])
 
-    def keep(self, snapshot: Snapshot, count: int, written: Mapping[str, pa.Table]) -> None:
-        """Keep the tables of the snapshot's last ``count`` row groups, as far as known.
+    def clear(self) -> None:
+        """Forget every table."""
+        self.tables, self.snapshot = {}, None
 
-        Coalescing merges the trailing off-target row groups, and may complete the last
-        on-target one: ``max_n_off_target_rgs + 1`` of them at most.
+    def keep(
+        self, base: Snapshot, snapshot: Snapshot, count: int, written: Mapping[str, pa.Table]
+    ) -> None:
+        """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
+
+        ``snapshot`` was committed on top of ``base``; tables kept for an older state are
+        reused only if ``base`` is that state. Coalescing merges the trailing off-target
+        row groups, and may complete the last on-target one: ``max_n_off_target_rgs + 1``
+        of them at most.
         """
+        previous = self.tables if base is self.snapshot else {}
         kept: dict[str, pa.Table] = {}
         size = 0
         for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
             name = snapshot.file_names[index]
-            table = written.get(name, self.tables.get(name))
+            table = written.get(name, previous.get(name))
             if table is None:
                 break
             size += table.get_total_buffer_size()  # whole buffers, even of a slice
             if size > self.MAX_BYTES:
                 break
             kept[name] = table
-        self.tables = kept
+        self.tables, self.snapshot = kept, snapshot
 
 
 def _encode_window(
@@ -378,7 +391,7 @@ def _encode_window(
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
     indices = range(window.rg_start, window.rg_end)
-    existing = tail.get([snapshot.file_names[index] for index in indices])
+    existing = tail.get(snapshot, [snapshot.file_names[index] for index in indices])
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
@@ -533,10 +546,11 @@ def write_dataset(
         coalescing = tail is not None and options.max_n_off_target_rgs is not None
         written: dict[str, pa.Table] = {}
         if tail is not None and not coalescing:
-            tail.tables.clear()
+            tail.clear()
+        base = txn.snapshot
         successor = execute(txn, prepared, options, tail if coalescing else None, written)
         if successor is not None:
             txn.commit(successor)
             if tail is not None and options.max_n_off_target_rgs is not None:
-                tail.keep(successor, max(1, options.max_n_off_target_rgs) + 1, written)
+                tail.keep(base, successor, max(1, options.max_n_off_target_rgs) + 1, written)
         return txn.signature, txn.snapshot

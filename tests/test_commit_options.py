@@ -167,3 +167,17 @@ def test_coalescing_writes_from_two_handles_merge_the_right_tail(tmp_path: Path)
     assert_same_rows(first.to_pandas(), expected)
     assert first.verify() == []
     assert first.row_group_stats["n_rows"].sum() == 121
+
+
+def test_a_dataset_recreated_by_another_handle_is_not_merged_from_memory(tmp_path: Path) -> None:
+    # File names are unique within one life of a dataset; after remove_from_disk they start
+    # again, so rows kept in memory under a name must not outlive the snapshot they came from.
+    first = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    first.write(df=frame(0, 10), row_group_target_size=100, max_n_off_target_rgs=2)
+    second = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    second.remove_from_disk()
+    second.write(df=frame(0, 10).assign(v=-1.0), ordered_on="ts", row_group_target_size=100)
+    assert second.files == first.files  # the same file name, other rows
+    first.write(df=frame(10, 5), row_group_target_size=100, max_n_off_target_rgs=0)
+    expected = pd.concat([frame(0, 10).assign(v=-1.0), frame(10, 5)])
+    assert_same_rows(first.to_pandas(), expected)
