@@ -174,15 +174,6 @@ def interleaved(
     return {name: median(values) for name, values in seconds.items()}
 
 
-def fsync_path(path: Path) -> None:
-    """Flush one file to stable storage, as a durable writer must before publishing it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def median(values: list[float]) -> float:
     """The median, the figure every scenario reports."""
     return float(statistics.median(values))

@@ -58,7 +58,7 @@ __all__ = [
     "Transaction",
     "atomic_write",
     "discard",
-    "fsync_directory",
+    "fsync_path",
     "is_temporary_name",
     "metadata_signature",
     "read_snapshot",
@@ -89,7 +89,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _background_fsync(path: Path) -> Future[None]:
-    """Start ``fsync_file(path)`` in the background (threads shared by all datasets).
+    """Start ``fsync_path(path)`` in the background (threads shared by all datasets).
 
     A writer waits for its own fsyncs only; several threads writing several datasets
     share the few threads, started on first use.
@@ -98,7 +98,7 @@ def _background_fsync(path: Path) -> Future[None]:
     with _syncer_lock:
         if _syncer is None:
             _syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oupsish-fsync")
-        return _syncer.submit(fsync_file, path)
+        return _syncer.submit(fsync_path, path)
 
 
 class DatasetPaths:
@@ -129,15 +129,6 @@ class DatasetPaths:
 
     def __repr__(self) -> str:
         return f"DatasetPaths({str(self.folder)!r})"
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a directory's entries (created, renamed, removed files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def temporary_path(target: Path) -> Path:
@@ -177,7 +168,7 @@ def atomic_write(
     try:
         yield temporary
         if fsync:
-            fsync_file(temporary)
+            fsync_path(temporary)
         faults.checkpoint("before_replace", target)
         os.replace(temporary, target)
     except BaseException:
@@ -187,11 +178,11 @@ def atomic_write(
         on_replaced()
     faults.checkpoint("after_replace", target)
     if fsync:
-        fsync_directory(target.parent)
+        fsync_path(target.parent)
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a file's content to stable storage."""
+def fsync_path(path: Path) -> None:
+    """Flush a file's content, or a folder's entries (created, renamed, removed), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -384,7 +375,7 @@ class Transaction:
         """
         os.close(os.open(self.paths.pending, os.O_CREAT | os.O_WRONLY, 0o644))
         if self._fsync:
-            fsync_directory(self.paths.pending.parent)
+            fsync_path(self.paths.pending.parent)
 
     def stage(self, name: str, write: Callable[[Path], None]) -> None:
         """Write the data file ``name`` through ``write(path)``, durably, under a hidden name."""
@@ -418,7 +409,7 @@ class Transaction:
             faults.checkpoint("after_data_file_placed", final)
         self._staged.clear()
         if self._placed and self._fsync:
-            fsync_directory(self.paths.folder)
+            fsync_path(self.paths.folder)
         faults.checkpoint("before_metadata", self.paths.metadata)
         append_entry(history_path(self.paths.metadata), record, self._fsync)
         faults.checkpoint("after_history", self.paths.metadata)

@@ -543,14 +543,15 @@ def write_dataset(
         if (current.ordered_on, schema_of(paths, current)) != prepared.checked_against:
             # Another writer committed a first write since the frame was checked.
             prepared = prepare(paths, current, df, options)
-        coalescing = tail is not None and options.max_n_off_target_rgs is not None
+        n_off = options.max_n_off_target_rgs
+        if tail is not None and n_off is None:
+            tail.clear()  # only coalescing writes rewrite the tail
+            tail = None
         written: dict[str, pa.Table] = {}
-        if tail is not None and not coalescing:
-            tail.clear()
         base = txn.snapshot
-        successor = execute(txn, prepared, options, tail if coalescing else None, written)
+        successor = execute(txn, prepared, options, tail, written)
         if successor is not None:
             txn.commit(successor)
-            if tail is not None and options.max_n_off_target_rgs is not None:
-                tail.keep(base, successor, max(1, options.max_n_off_target_rgs) + 1, written)
+            if tail is not None and n_off is not None:
+                tail.keep(base, successor, max(1, n_off) + 1, written)
         return txn.signature, txn.snapshot

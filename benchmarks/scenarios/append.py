@@ -14,7 +14,6 @@ from benchmarks.common import (
     chunks,
     frame_bytes,
     fresh_dir,
-    fsync_path,
     interleaved,
     paired,
     remove_dataset,
@@ -22,6 +21,7 @@ from benchmarks.common import (
     tree_bytes,
 )
 from oupsish import OrderedParquetDataset
+from oupsish.commit import fsync_path
 
 NAME = "append"
 TITLE = "100 chunks appended one write each, row_group_target_size=1M rows"
