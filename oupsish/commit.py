@@ -14,20 +14,22 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
 4. Commit: write the new metadata file to a temporary file, ``fsync`` it, ``os.replace`` it
    over ``<name>_opdmd`` and ``fsync`` the parent folder. This single rename is the commit
    point: before it readers see the old state, after it the new one.
-5. Retire the files the new snapshot no longer lists: move them out of the folder to
-   ``<name>_superseded/``, where readers of older snapshots still find them; a later
-   writer deletes them ``SUPERSEDED_RETENTION_SECONDS`` after. Release the lock.
+5. Retire the files the new snapshot no longer lists: rename them, in the folder, to
+   hidden names ``.<file>.superseded``, where readers of older snapshots still find them;
+   a later writer deletes them ``SUPERSEDED_RETENTION_SECONDS`` after. Release the lock.
+   (A rename within the folder: moving files to another folder was measured 30 to 100
+   times slower on ext4 while writes stream in.)
 
 An error before the rename of step 4 discards the staged files and leaves the committed
 state untouched; an error after it (the folder's ``fsync`` failing, say) is raised too, but
 the write is committed and its files stay. Clean-up of an unfinished write never raises:
 it cannot hide the error that caused it, and the next writer removes what it left.
 
-Committed data files are never modified nor renamed. Readers take no lock: they read the
-metadata file (one ``open``), then the files it names, looking in ``<name>_superseded/``
-for a file a later commit retired. A reader that outlives the retention of its snapshot's
-files fails loudly (one-shot reads start over on the new snapshot) rather than mixing two
-states.
+Committed data files are never modified nor renamed while a snapshot lists them. Readers
+take no lock: they read the metadata file (one ``open``), then the files it names, looking
+for the hidden ``.<file>.superseded`` of a file a later commit retired. A reader that
+outlives the retention of its snapshot's files fails loudly (one-shot reads start over on
+the new snapshot) rather than mixing two states.
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ __all__ = [
     "atomic_write",
     "discard",
     "fsync_path",
+    "is_superseded_name",
     "is_temporary_name",
     "metadata_signature",
     "read_snapshot",
 ]
 
 TMP_SUFFIX = ".tmp"
-SUPERSEDED_SUFFIX = "_superseded"
+SUPERSEDED_SUFFIX = ".superseded"
 SUPERSEDED_RETENTION_SECONDS = 600.0
 """How long superseded files stay readable for readers of older snapshots."""
 PENDING_SUFFIX = ".pending"
@@ -104,7 +107,7 @@ def _background_fsync(path: Path) -> Future[None]:
 class DatasetPaths:
     """Where a dataset's files live: its folder, metadata file and lock file."""
 
-    __slots__ = ("folder", "lock", "metadata", "pending", "superseded")
+    __slots__ = ("folder", "lock", "metadata", "pending")
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         if not isinstance(folder, str | os.PathLike):
@@ -116,7 +119,6 @@ class DatasetPaths:
             raise ValueError(f"'{folder}' cannot be a dataset folder: it needs a name.")
         self.metadata = self.folder.with_name(self.folder.name + METADATA_SUFFIX)
         self.lock = self.folder.with_name(self.folder.name + ".lock")
-        self.superseded = self.folder.with_name(self.folder.name + SUPERSEDED_SUFFIX)
         self.pending = self.folder.with_name(f".{self.folder.name}{PENDING_SUFFIX}")
 
     def data_file(self, name: str) -> Path:
@@ -125,7 +127,7 @@ class DatasetPaths:
 
     def superseded_file(self, name: str) -> Path:
         """Return where the row-group file ``name`` goes once no snapshot lists it."""
-        return self.superseded / name
+        return self.folder / f".{name}{SUPERSEDED_SUFFIX}"
 
     def __repr__(self) -> str:
         return f"DatasetPaths({str(self.folder)!r})"
@@ -222,6 +224,15 @@ def is_temporary_name(name: str) -> bool:
     return match is not None and is_data_file_name(match.group("target"))
 
 
+def is_superseded_name(name: str) -> bool:
+    """Whether ``name`` is a retired data file's (``.<data file name>.superseded``)."""
+    return (
+        name.startswith(".")
+        and name.endswith(SUPERSEDED_SUFFIX)
+        and is_data_file_name(name[1 : -len(SUPERSEDED_SUFFIX)])
+    )
+
+
 def _is_leftover(name: str, listed: set[str]) -> bool:
     if name in listed:
         return False
@@ -229,12 +240,11 @@ def _is_leftover(name: str, listed: set[str]) -> bool:
 
 
 def retire(paths: DatasetPaths, name: str) -> None:
-    """Move a data file no snapshot lists any more out of the folder, beside it.
+    """Rename a data file no snapshot lists any more to its hidden superseded name.
 
     Readers still holding an older snapshot find it there (see ``read.read_row_groups``)
     until :func:`purge_superseded` removes it, ``SUPERSEDED_RETENTION_SECONDS`` later.
     """
-    paths.superseded.mkdir(exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.replace(paths.data_file(name), paths.superseded_file(name))
 
@@ -250,20 +260,18 @@ def purge_superseded(paths: DatasetPaths, retention: float | None = None) -> lis
     _last_purge[paths.folder] = now
     horizon = now - (SUPERSEDED_RETENTION_SECONDS if retention is None else retention)
     with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(paths.superseded):
-            if is_data_file_name(entry.name) and entry.stat().st_ctime < horizon:
+        for entry in os.scandir(paths.folder):
+            if is_superseded_name(entry.name) and entry.stat().st_ctime < horizon:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                 purged.append(entry.name)
-    with contextlib.suppress(OSError):
-        paths.superseded.rmdir()  # only when empty
     return purged
 
 
 def purge_is_due(paths: DatasetPaths) -> bool:
     """Whether this process last purged ``paths`` over a tenth of the retention ago.
 
-    Purging lists the superseded folder: once in a while is enough, not on every write.
+    Purging lists the folder: once in a while is enough, not on every write.
     """
     last = _last_purge.get(paths.folder)
     return last is None or time.time() - last >= SUPERSEDED_RETENTION_SECONDS / 10

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from oupsish.commit import (
     DatasetPaths,
     Signature,
     Transaction,
+    is_superseded_name,
     is_temporary_name,
     metadata_signature,
     read_snapshot,
@@ -601,7 +601,6 @@ class OrderedParquetDataset(_Reader):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.metadata)
                 _remove_own_files(paths.folder)
-                shutil.rmtree(paths.superseded, ignore_errors=True)  # only oupsish's files
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(history_path(paths.metadata))
                 # Unlinked while held: a waiting writer sees a dead inode and retries.
@@ -619,7 +618,9 @@ def _remove_own_files(folder: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
             if entry.is_file(follow_symlinks=False) and (
-                is_data_file_name(entry.name) or is_temporary_name(entry.name)
+                is_data_file_name(entry.name)
+                or is_temporary_name(entry.name)
+                or is_superseded_name(entry.name)
             ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

@@ -61,19 +61,23 @@ def test_record_batch_reader_keeps_its_snapshot(store: Store) -> None:
     assert set(rest.column("tag").to_pylist()) == {0.0}
 
 
-def test_superseded_files_live_beside_the_folder_until_purged(
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
+
+
+def test_superseded_files_stay_hidden_in_the_folder_until_purged(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = store[Key("a")]
     old_files = ds.files
     rewrite_everything(ds)
-    superseded = ds.dirpath.with_name("a_superseded")
-    assert sorted(p.name for p in superseded.iterdir()) == sorted(p.name for p in old_files)
-    assert pq.read_table(ds.dirpath).num_rows == 100, "the folder itself holds one state"
+    retired = sorted(f".{path.name}.superseded" for path in old_files)
+    assert hidden_files(ds.dirpath) == retired
+    assert pq.read_table(ds.dirpath).num_rows == 100, "pyarrow reading the folder sees one state"
     assert ds.verify() == []
     monkeypatch.setattr(commit_module, "SUPERSEDED_RETENTION_SECONDS", 0.0)
     ds.write(df=frame(np.arange(100, 101), 2.0))  # purges what was retired before
-    assert not superseded.exists()
+    assert hidden_files(ds.dirpath) == []
 
 
 def test_a_read_outliving_the_retention_fails_loudly(
@@ -95,4 +99,4 @@ def test_remove_from_disk_removes_superseded_files(store: Store, tmp_path: Path)
     ds = store[Key("a")]
     rewrite_everything(ds)
     del store[Key("a")]
-    assert not (tmp_path / "a_superseded").exists() and not (tmp_path / "a").exists()
+    assert not (tmp_path / "a").exists()

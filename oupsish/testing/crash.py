@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from oupsish import faults
+from oupsish.commit import is_superseded_name
 from oupsish.dataset import OrderedParquetDataset
 from oupsish.metadata import METADATA_SUFFIX
 from oupsish.testing.model import ReferenceModel
@@ -339,6 +340,8 @@ def check_stats_match_files(folder: Path, stats: pd.DataFrame, n_rows: int) -> l
 def stray_files(folder: Path, stats: pd.DataFrame | None) -> list[str]:
     """Return files that should not be there: unlisted files in the folder, temporaries beside.
 
+    Retired files (``.<file>.superseded``, kept for readers of older snapshots) are expected.
+
     Beside the folder (where other datasets may live), ``<name>_opdmd`` and ``<name>.lock``
     are expected; any other name starting with ``<name>_opdmd``, ``<name>.`` or
     ``.<name>`` (a temporary metadata file) is a stray.
@@ -346,7 +349,11 @@ def stray_files(folder: Path, stats: pd.DataFrame | None) -> list[str]:
     listed = set() if stats is None else {f"file_{i}.parquet" for i in stats["file_ids"]}
     strays = []
     with contextlib.suppress(FileNotFoundError):
-        strays += [name for name in sorted(os.listdir(folder)) if name not in listed]
+        strays += [
+            name
+            for name in sorted(os.listdir(folder))
+            if name not in listed and not is_superseded_name(name)
+        ]
     name = folder.name
     allowed = {name, name + METADATA_SUFFIX, name + ".lock"}
     prefixes = (name + METADATA_SUFFIX, name + ".", "." + name)
