@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from oupsish import io as parquet_io
 from oupsish.commit import (
     DatasetPaths,
     Signature,
@@ -39,7 +40,7 @@ from oupsish.frames import (
     normalize_duplicates_on,
     ordered_values,
 )
-from oupsish.io import ParquetOptions, read_schema, write_file
+from oupsish.io import ParquetOptions, read_schema
 from oupsish.metadata import key_value_update
 from oupsish.naming import allocate_keys, format_name, has_room_before
 from oupsish.plan import (
@@ -302,7 +303,7 @@ def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Tabl
 
 
 def _write_chunk(path: Path, *, chunk: pa.Table, parquet: ParquetOptions) -> None:
-    write_file(path, chunk, parquet)
+    parquet_io.write_file(path, chunk, parquet)
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
@@ -446,7 +447,9 @@ def _splice(
     if not kept:
         return stats_table([], [], [], [], arrow_type)
     target = stats_table([], [], [], [], arrow_type).schema
-    return pa.concat_tables([part.cast(target) for part in kept])
+    # One chunk per column: appended slices would otherwise pile up, one more per commit,
+    # and every later use of the statistics (planning, encoding) would walk them all.
+    return pa.concat_tables([part.cast(target) for part in kept]).combine_chunks()
 
 
 def _plan(snapshot: Snapshot, prepared: Prepared, options: WriteOptions) -> list[Window]:

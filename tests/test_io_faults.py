@@ -4,10 +4,10 @@ Two ways in:
 
 - the fault-injection hook (``oupsish.faults``) raises at the ``k``-th occurrence of each
   named step;
-- a faulty "disk" wraps the file operations the write path uses (``pyarrow.parquet.
-  write_table``, ``Path.write_bytes``, ``os.open``, ``os.fsync``, ``os.replace``,
-  ``os.unlink``) and raises at their ``k``-th call, once, or from then on for every call
-  ("the disk went bad": the clean-up then fails too).
+- a faulty "disk" wraps the file operations the write path uses (``oupsish.io.write_file``,
+  which encodes and writes a data file, ``Path.write_bytes``, ``os.open``, ``os.fsync``,
+  ``os.replace``, ``os.unlink``) and raises at their ``k``-th call, once, or from then on
+  for every call ("the disk went bad": the clean-up then fails too).
 
 Every time: the error reaches the caller unchanged (the very exception raised); if it came
 before the commit point (the rename of the metadata file) the committed state is intact,
@@ -33,10 +33,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from oupsish import OrderedParquetDataset, faults
+from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
 from oupsish.testing import ReferenceModel
 from oupsish.testing.crash import (
@@ -68,7 +68,7 @@ REPEATED_STEPS = (  # steps the faulty write passes several times
 STEP_CASES = [(step, "first") for step in BEFORE_COMMIT_STEPS + AFTER_COMMIT_STEPS] + [
     (step, "last") for step in REPEATED_STEPS
 ]
-OPERATIONS = ("write_table", "write_bytes", "open", "fsync", "replace", "unlink")
+OPERATIONS = ("write_file", "write_bytes", "open", "fsync", "replace", "unlink")
 
 
 def frame(ts: list[int] | np.ndarray[Any, Any], seed: int) -> pd.DataFrame:
@@ -344,7 +344,7 @@ class FaultyDisk:
     @contextlib.contextmanager
     def installed(self) -> Iterator[FaultyDisk]:
         real_replace, real_unlink, real_fsync, real_open = os.replace, os.unlink, os.fsync, os.open
-        real_write_table, real_write_bytes = pq.write_table, pathlib.Path.write_bytes
+        real_write_file, real_write_bytes = parquet_io.write_file, pathlib.Path.write_bytes
         disk = self
 
         def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
@@ -368,10 +368,10 @@ class FaultyDisk:
                 disk._call("open")
             return real_open(path, flags, *args, **kwargs)
 
-        def write_table(table: Any, where: Any, *args: Any, **kwargs: Any) -> None:
-            if disk._concerns(where):
-                disk._call("write_table")
-            real_write_table(table, where, *args, **kwargs)
+        def write_file(path: Path, *args: Any, **kwargs: Any) -> None:
+            if disk._concerns(path):
+                disk._call("write_file")
+            real_write_file(path, *args, **kwargs)
 
         def write_bytes(self: pathlib.Path, data: Any) -> int:
             if disk._concerns(self):
@@ -383,7 +383,7 @@ class FaultyDisk:
             patch.setattr(os, "unlink", unlink)
             patch.setattr(os, "fsync", fsync)
             patch.setattr(os, "open", open_)
-            patch.setattr(pq, "write_table", write_table)
+            patch.setattr(parquet_io, "write_file", write_file)
             patch.setattr(pathlib.Path, "write_bytes", write_bytes)
             yield self
 

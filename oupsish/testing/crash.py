@@ -29,7 +29,6 @@ side is this module's ``__main__`` (``python -m oupsish.testing.crash``).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import pickle
 import shutil
@@ -50,6 +49,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from oupsish import faults
+from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
 from oupsish.dataset import OrderedParquetDataset
 from oupsish.metadata import METADATA_SUFFIX
@@ -428,19 +428,16 @@ def _arm(plan: KillPlan) -> None:
 
     faults.install(hook)
     if plan.point == MID_DATA_FILE:
-        real_write_table = pq.write_table
+        real_write_file = parquet_io.write_file
 
-        def partial_write_table(table: Any, where: Any, *args: Any, **kwargs: Any) -> None:
-            if isinstance(where, str | os.PathLike) and Path(where).name.startswith(".file_"):
-                counts[MID_DATA_FILE] += 1
-                if counts[MID_DATA_FILE] == plan.occurrence:
-                    sink = io.BytesIO()
-                    real_write_table(table, sink, *args, **kwargs)
-                    _say_step(MID_DATA_FILE)
-                    _write_half(sink.getvalue(), where)
-            real_write_table(table, where, *args, **kwargs)
+        def partial_write_file(path: Path, *args: Any, **kwargs: Any) -> None:
+            real_write_file(path, *args, **kwargs)
+            counts[MID_DATA_FILE] += 1
+            if counts[MID_DATA_FILE] == plan.occurrence:
+                _say_step(MID_DATA_FILE)
+                _write_half(path.read_bytes(), path)
 
-        pq.write_table = partial_write_table
+        parquet_io.write_file = partial_write_file
     elif plan.point == MID_METADATA_FILE:
         real_write_bytes = Path.write_bytes
 
