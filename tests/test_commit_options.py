@@ -187,3 +187,16 @@ def test_a_dataset_recreated_by_another_handle_is_not_merged_from_memory(tmp_pat
     first.write(df=frame(10, 5), row_group_target_size=100, max_n_off_target_rgs=0)
     expected = pd.concat([frame(0, 10).assign(v=-1.0), frame(10, 5)])
     assert_same_rows(first.to_pandas(), expected)
+
+
+def test_statistics_stay_in_one_chunk_across_commits(tmp_path: Path) -> None:
+    """A handle's snapshot is spliced from the previous one: chunks must not pile up."""
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for start in range(0, 50, 5):
+        ds.write(df=frame(start, 5))
+    ds.write(df=frame(12, 1), row_group_target_size=4)  # an insert splices the middle
+    cached = ds._cache
+    assert cached is not None
+    assert {column.num_chunks for column in cached[1].stats.columns} == {1}
+    expected = pd.concat([frame(0, 50), frame(12, 1)]).sort_values("ts", kind="stable")
+    assert_same_rows(ds.to_pandas(), expected)
