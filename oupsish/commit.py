@@ -52,7 +52,7 @@ from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
 from oupsish.metadata import METADATA_SUFFIX, decode, encode
 from oupsish.naming import is_data_file_name
-from oupsish.snapshot import Snapshot
+from oupsish.snapshot import Snapshot, file_changes
 
 __all__ = [
     "DatasetPaths",
@@ -408,7 +408,8 @@ class Transaction:
     def commit(self, snapshot: Snapshot) -> None:
         """Publish staged files and ``snapshot`` atomically, then remove superseded files."""
         self._clean = False  # until every step below has succeeded
-        record, payload = entry(self.snapshot, snapshot), encode(snapshot)  # while fsyncs run
+        changes = file_changes(self.snapshot, snapshot)
+        record, payload = entry(self.snapshot, snapshot, changes), encode(snapshot)  # fsyncs run
         self._wait_for_fsyncs()
         for temporary in self._staged:
             final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
@@ -429,9 +430,9 @@ class Transaction:
             temporary.write_bytes(payload)
         self.signature = metadata_signature(self.paths)
         faults.checkpoint("after_metadata", self.paths.metadata)
-        superseded = set(self.snapshot.file_names) - set(snapshot.file_names)
+        superseded = [self.snapshot.file_names[index] for index in changes.removed]
         clean = True
-        for name in sorted(superseded):
+        for name in superseded:
             # Best effort: the commit has happened; the next writer retires what remains.
             try:
                 retire(self.paths, name)

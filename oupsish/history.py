@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from oupsish._version import __version__
-from oupsish.snapshot import Snapshot
+from oupsish.snapshot import FileChanges, Snapshot, file_changes
 
 __all__ = ["HISTORY_COLUMNS", "HISTORY_SUFFIX", "append_entry", "entry", "read_history"]
 
@@ -40,9 +40,8 @@ HISTORY_COLUMNS = (
 )
 
 
-def _rows(snapshot: Snapshot, names: set[str]) -> int:
-    pairs = zip(snapshot.file_names, snapshot.n_rows, strict=True)
-    return int(sum(n for name, n in pairs if name in names))
+def _rows(snapshot: Snapshot, indices: list[int]) -> int:
+    return int(snapshot.n_rows[indices].sum()) if indices else 0
 
 
 def _metadata_change(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str | None]:
@@ -51,22 +50,22 @@ def _metadata_change(before: Mapping[str, str], after: Mapping[str, str]) -> dic
     return change
 
 
-def _operation(before: Snapshot, after: Snapshot, old: set[str], new: set[str]) -> str:
-    if old == new:
+def _operation(before: Snapshot, after: Snapshot, changes: FileChanges) -> str:
+    added, removed = changes.added, changes.removed
+    if not added and not removed:
         return "metadata"
-    rows_before = int(before.n_rows.sum()) if len(before) else 0
-    rows_after = int(after.n_rows.sum()) if len(after) else 0
-    if not new - old:
+    if not added:
         return "delete"
-    if rows_before == rows_after and len(new - old) < len(old - new):
+    if before.n_total_rows == after.n_total_rows and len(added) < len(removed):
         return "compact"
-    kept = [name for name in before.file_names if name in new]
-    if kept == before.file_names[: len(kept)]:
-        return "append"  # only trailing row groups were rewritten (coalesced), if any
+    # Only trailing row groups were rewritten (coalesced), if any: the removed ones are
+    # the last ones of ``before``.
+    if not removed or removed == list(range(removed[0], len(before))):
+        return "append"
     return "insert"
 
 
-def entry(before: Snapshot, after: Snapshot) -> dict[str, Any]:
+def entry(before: Snapshot, after: Snapshot, changes: FileChanges | None = None) -> dict[str, Any]:
     """Describe the commit turning ``before`` into ``after``.
 
     ``operation`` is ``append`` (rows after the stored ones; trailing row groups may be
@@ -75,17 +74,16 @@ def entry(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     ``rows_added`` and ``rows_removed`` count the rows of the row groups written and
     superseded (an insert rewrites its neighbours: both counts include their rows).
     """
-    old, new = set(before.file_names), set(after.file_names)
-    operation = _operation(before, after, old, new)
+    changes = changes if changes is not None else file_changes(before, after)
     return {
         "commit": after.commit,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-        "operation": operation,
-        "rows_added": _rows(after, new - old),
-        "rows_removed": _rows(before, old - new),
-        "rows_after": int(after.n_rows.sum()) if len(after) else 0,
-        "row_groups_added": len(new - old),
-        "row_groups_removed": len(old - new),
+        "operation": _operation(before, after, changes),
+        "rows_added": _rows(after, changes.added),
+        "rows_removed": _rows(before, changes.removed),
+        "rows_after": after.n_total_rows,
+        "row_groups_added": len(changes.added),
+        "row_groups_removed": len(changes.removed),
         "metadata_change": _metadata_change(before.key_value_metadata, after.key_value_metadata),
         "version": __version__,
     }

@@ -435,21 +435,24 @@ def _encode_window(
 
 def _splice(
     snapshot: Snapshot, replacements: list[tuple[Window, pa.Table]], arrow_type: pa.DataType
-) -> pa.Table:
-    """Return the statistics with each window's row groups replaced by its new ones."""
-    parts, previous = [], 0
+) -> tuple[pa.Table, list[str]]:
+    """Return the statistics, and file names, with each window's row groups replaced."""
+    parts, names, previous = [], [], 0
     for window, stats in replacements:
         parts.append(snapshot.stats.slice(previous, window.rg_start - previous))
         parts.append(stats)
+        names += snapshot.file_names[previous : window.rg_start]
+        names += [str(name) for name in stats.column("file_names").to_pylist()]
         previous = window.rg_end
     parts.append(snapshot.stats.slice(previous))
+    names += snapshot.file_names[previous:]
     kept = [part for part in parts if part.num_rows]
     if not kept:
-        return stats_table([], [], [], [], arrow_type)
+        return stats_table([], [], [], [], arrow_type), []
     target = stats_table([], [], [], [], arrow_type).schema
     # One chunk per column: appended slices would otherwise pile up, one more per commit,
     # and every later use of the statistics (planning, encoding) would walk them all.
-    return pa.concat_tables([part.cast(target) for part in kept]).combine_chunks()
+    return pa.concat_tables([part.cast(target) for part in kept]).combine_chunks(), names
 
 
 def _plan(snapshot: Snapshot, prepared: Prepared, options: WriteOptions) -> list[Window]:
@@ -505,11 +508,13 @@ def execute(
         if prepared.schema is not None
         else pa.null()
     )
+    stats, file_names = _splice(snapshot, replacements, arrow_type)
     return snapshot.successor(
         ordered_on=prepared.ordered_on,
         schema=prepared.schema,
         key_value_metadata=prepared.key_value_metadata,
-        stats=_splice(snapshot, replacements, arrow_type),
+        stats=stats,
+        file_names=file_names,
     )
 
 

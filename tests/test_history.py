@@ -4,9 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oupsish import OrderedParquetDataset, __version__
-from oupsish.history import append_entry, history_path
+from oupsish.history import append_entry, entry, history_path
+from oupsish.snapshot import Snapshot, file_changes, stats_table
 
 
 def rows(start: int, n: int) -> pd.DataFrame:
@@ -57,3 +61,38 @@ def test_remove_from_disk_removes_the_history(tmp_path: Path) -> None:
     ds.write(df=rows(0, 3))
     ds.remove_from_disk()
     assert list(tmp_path.iterdir()) == []
+
+
+def snapshot_of(ids: list[int]) -> Snapshot:
+    names = [f"file_{i:05d}.parquet" for i in ids]
+    n = len(names)
+    stats = stats_table(names, [1] * n, list(range(n)), list(range(n)), pa.int64())
+    return Snapshot.empty().successor(
+        ordered_on="k", schema=None, key_value_metadata={}, stats=stats
+    )
+
+
+def naive_operation(before: list[int], after: list[int]) -> str:
+    """The operation by plain set differences (every row group holds one row here)."""
+    old, new = set(before), set(after)
+    if old == new:
+        return "metadata"
+    if not new - old:
+        return "delete"
+    if len(before) == len(after) and len(new - old) < len(old - new):
+        return "compact"
+    kept = [i for i in before if i in new]
+    return "append" if kept == before[: len(kept)] else "insert"
+
+
+@given(
+    st.lists(st.integers(0, 30), unique=True, max_size=20),
+    st.lists(st.integers(0, 30), unique=True, max_size=20),
+)
+def test_file_changes_match_set_differences(before: list[int], after: list[int]) -> None:
+    """Skipping the common prefix and suffix finds exactly the set differences, in order."""
+    old, new = snapshot_of(before), snapshot_of(after)
+    changes = file_changes(old, new)
+    assert [after[i] for i in changes.added] == [i for i in after if i not in before]
+    assert [before[i] for i in changes.removed] == [i for i in before if i not in after]
+    assert entry(old, new)["operation"] == naive_operation(before, after)
