@@ -14,11 +14,11 @@ __all__ = ["STEPS", "checkpoint", "install"]
 
 STEPS = (
     "after_leftover_removal",  # one leftover of an interrupted write was removed (under the lock)
-    "after_data_file",  # a new row-group file is written and fsynced (hidden name)
+    "after_data_file",  # a new row-group file is written (hidden name), its fsync started
+    "after_history",  # data files, history line and next metadata file are all durable
     "after_data_file_placed",  # one new row-group file got its final (still unlisted) name
     "before_metadata",  # every new file has its final name; the commit has not happened
-    "after_history",  # the commit's history line is durable; the commit has not happened
-    "before_replace",  # the new metadata file is written and fsynced, not yet in place
+    "before_replace",  # the next metadata file is durable, not yet in place
     "after_replace",  # the commit point has passed; the folder is not yet fsynced
     "after_metadata",  # the commit is durable; superseded files are still on disk
     "after_superseded_removal",  # one superseded file was removed
