@@ -2,8 +2,8 @@
 
 The protocol, in the order a write performs it (see ``docs/design.md``):
 
-1. Take the writers' lock ``<name>.lock`` (``filelock``: released by the OS if the holder
-   dies, so a crashed writer never blocks the next one).
+1. Take the writers' lock ``<name>.lock`` (``oupsish.lock``: released by the OS if the
+   holder dies, so a crashed writer never blocks the next one).
 2. Reload the committed snapshot from disk (unless the metadata file is the one the
    writer already knows) and, if the marker ``.<name>.pending`` says that a write was
    interrupted, remove its leftovers: hidden ``*.tmp`` files and data files the snapshot
@@ -47,11 +47,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-import filelock
-
 from oupsish import faults
 from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
+from oupsish.lock import LockTimeout, WriterLock
 from oupsish.metadata import METADATA_SUFFIX, decode, encode
 from oupsish.naming import is_data_file_name
 from oupsish.snapshot import Snapshot, file_changes
@@ -305,9 +304,7 @@ class Transaction:
     ) -> None:
         self.paths = paths
         self._fsync = fsync
-        self._lock = filelock.FileLock(
-            str(paths.lock), timeout=-1 if lock_timeout is None else lock_timeout
-        )
+        self._lock = WriterLock(paths.lock, lock_timeout)
         self._lock_timeout = lock_timeout
         self._known = known
         self._staged: list[Path] = []  # temporary files
@@ -323,7 +320,7 @@ class Transaction:
         self.paths.folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
-        except filelock.Timeout:
+        except LockTimeout:
             raise LockTimeoutError(
                 f"dataset '{self.paths.folder}' is being written by another writer; its lock "
                 f"'{self.paths.lock}' was not acquired within {self._lock_timeout} s."
