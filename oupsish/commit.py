@@ -311,6 +311,7 @@ class Transaction:
         self._syncing: list[Future[None]] = []  # their fsyncs, running in the background
         self._placed: list[Path] = []  # staged files already renamed to final names
         self._staged_metadata: Path | None = None  # the next metadata file, until renamed
+        self._marker_sync: Future[None] | None = None  # the pending marker's fsync
         self._committed = False
         self._clean = True  # whether the folder holds nothing but the snapshot's files
         self.snapshot = Snapshot.empty()
@@ -352,10 +353,19 @@ class Transaction:
         """
         os.close(os.open(self.paths.pending, os.O_CREAT | os.O_WRONLY, 0o644))
         if self._fsync:
-            fsync_path(self.paths.pending.parent)
+            # Waited for before this write creates any file (see _marker_is_durable): the
+            # fsync runs while the write plans, reads and encodes its first file.
+            self._marker_sync = _background_fsync(self.paths.pending.parent)
+
+    def _marker_is_durable(self) -> None:
+        """Wait until the marker created by this write is durable (before creating files)."""
+        marker_sync, self._marker_sync = self._marker_sync, None
+        if marker_sync is not None:
+            marker_sync.result()
 
     def stage(self, name: str, write: Callable[[Path], None]) -> None:
         """Write the data file ``name`` through ``write(path)``, durably, under a hidden name."""
+        self._marker_is_durable()
         if not self._staged and not self._placed:
             self.paths.folder.mkdir(parents=True, exist_ok=True)
         temporary = temporary_path(self.paths.data_file(name))
@@ -381,6 +391,7 @@ class Transaction:
         # The history line and the next metadata file are written while the data files'
         # fsyncs run, and fsynced beside them: one wait for all, not three in a row.
         history = history_path(self.paths.metadata)
+        self._marker_is_durable()
         append_entry(history, entry(self.snapshot, snapshot, changes), fsync=False)
         staged_metadata = temporary_path(self.paths.metadata)
         self._staged_metadata = staged_metadata
@@ -428,6 +439,8 @@ class Transaction:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            with contextlib.suppress(BaseException):
+                self._marker_is_durable()
             with contextlib.suppress(BaseException):
                 self._wait_for_fsyncs()  # before removing the files they flush
             if not self._committed:

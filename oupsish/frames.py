@@ -274,6 +274,10 @@ def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> 
     SchemaMismatchError
         If columns are missing, extra or of another type than the stored schema.
     """
+    if stored is not None:
+        arrays = _plain_arrays(df, stored)
+        if arrays is not None:
+            return pa.Table.from_arrays(arrays, schema=stored)
     try:
         # Threads only pay off on large frames; starting them costs ~3 ms per call.
         threads = None if len(df) * len(df.columns) > 1_000_000 else 1
@@ -283,6 +287,27 @@ def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> 
             f"the frame cannot be converted to Arrow: {error} (dataset '{dataset}')."
         ) from error
     return conform_table(table, stored, dataset)
+
+
+def _plain_arrays(df: pd.DataFrame, stored: pa.Schema) -> list[pa.Array[Any]] | None:
+    """Return the columns as arrays of the stored types, if all are plain numpy columns.
+
+    Each column's numpy dtype must map to its stored type exactly. Then
+    :func:`pyarrow.Table.from_pandas` would only wrap each column (NaN and NaT becoming
+    nulls, as here) and add metadata the stored schema replaces anyway; this skips its
+    fixed cost, about half a millisecond per call. ``None`` asks for the general conversion.
+    """
+    if list(df.columns) != stored.names:
+        return None
+    arrays = []
+    for (_, column), field in zip(df.items(), stored, strict=True):
+        dtype = column.dtype
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "biufM":
+            return None
+        if pa.from_numpy_dtype(dtype) != field.type:
+            return None
+        arrays.append(pa.array(column.to_numpy(), type=field.type, from_pandas=True))
+    return arrays
 
 
 def conform_table(

@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-__all__ = ["DEFAULT_COMPRESSION", "ParquetOptions", "read_files", "read_schema", "write_file"]
+__all__ = [
+    "DEFAULT_COMPRESSION",
+    "ParquetOptions",
+    "encode_in_memory",
+    "read_files",
+    "read_schema",
+    "write_file",
+]
 
 DEFAULT_COMPRESSION = "snappy"
 
@@ -82,30 +89,42 @@ ENCODE_IN_MEMORY_BYTES = 16 * 2**20
 WRITE_BUFFER_BYTES = 2**20
 
 
-def write_file(path: Path, table: pa.Table, options: ParquetOptions) -> None:
-    """Write ``table`` as a Parquet file holding exactly one row group.
-
-    The encoder issues two small writes per page; straight to a file, those system calls
-    cost 25-35% of the encoding time. Small tables are encoded in memory and written at
-    once; larger ones go through a buffer of ``WRITE_BUFFER_BYTES``, which bounds memory.
-    """
+def _encode(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions) -> None:
     extra = dict(options.extra)
     extra.setdefault("use_dictionary", _dictionary_columns(table.schema))
     compression: Any = options.compression or "none"  # a codec name pyarrow checks
+    with pq.ParquetWriter(sink, table.schema, compression=compression, **extra) as writer:
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
 
-    def encode(sink: pa.NativeFile) -> None:
-        with pq.ParquetWriter(sink, table.schema, compression=compression, **extra) as writer:
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
 
-    if table.nbytes <= ENCODE_IN_MEMORY_BYTES:
-        memory = pa.BufferOutputStream()
-        encode(memory)
+def encode_in_memory(table: pa.Table, options: ParquetOptions) -> pa.Buffer | None:
+    """Return the Parquet file of a small ``table`` (``None`` when it is too large)."""
+    if table.nbytes > ENCODE_IN_MEMORY_BYTES:
+        return None
+    memory = pa.BufferOutputStream()
+    _encode(memory, table, options)
+    return memory.getvalue()
+
+
+def write_file(
+    path: Path, table: pa.Table, options: ParquetOptions, encoded: pa.Buffer | None = None
+) -> None:
+    """Write ``table`` as a Parquet file holding exactly one row group.
+
+    The encoder issues two small writes per page; straight to a file, those system calls
+    cost 25-35% of the encoding time. Small tables are encoded in memory (``encoded``, from
+    :func:`encode_in_memory`, if the caller did it already) and written at once; larger
+    ones go through a buffer of ``WRITE_BUFFER_BYTES``, which bounds memory.
+    """
+    if encoded is None:
+        encoded = encode_in_memory(table, options)
+    if encoded is not None:
         with open(path, "wb") as file:
-            file.write(memory.getvalue())
+            file.write(encoded)
         return
     with pa.OSFile(str(path), "wb") as raw:
         buffered = pa.BufferedOutputStream(raw, WRITE_BUFFER_BYTES)
-        encode(buffered)
+        _encode(buffered, table, options)
         buffered.close()
 
 

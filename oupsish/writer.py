@@ -302,8 +302,10 @@ def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Tabl
     return table.filter(pa.array(keep))
 
 
-def _write_chunk(path: Path, *, chunk: pa.Table, parquet: ParquetOptions) -> None:
-    parquet_io.write_file(path, chunk, parquet)
+def _write_chunk(
+    path: Path, *, chunk: pa.Table, parquet: ParquetOptions, encoded: pa.Buffer | None
+) -> None:
+    parquet_io.write_file(path, chunk, parquet, encoded)
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
@@ -424,7 +426,11 @@ def _encode_window(
     for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
         chunk = merged.slice(start, end - start)
         name = format_name(key, snapshot.top_width, commit)
-        txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
+        # Encoded before staging: the first file encodes while the marker's fsync runs.
+        encoded = parquet_io.encode_in_memory(chunk, parquet)
+        write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=encoded)
+        txn.stage(name, write)
+        del encoded, write  # one encoded file in memory at a time
         written[name] = chunk
         names.append(name)
         n_rows.append(chunk.num_rows)

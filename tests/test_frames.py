@@ -1,0 +1,70 @@
+"""Frame to Arrow conversion: the fast path for plain numpy columns matches pyarrow's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oupsish.frames import frame_to_table
+
+COLUMN_KINDS: dict[str, Callable[[np.random.Generator, int], Any]] = {
+    "float": lambda rng, n: np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+    "int": lambda rng, n: rng.integers(-5, 5, n),
+    "uint8": lambda rng, n: rng.integers(0, 5, n).astype(np.uint8),
+    "bool": lambda rng, n: rng.random(n) < 0.5,
+    "ns": lambda rng, n: np.where(
+        rng.random(n) < 0.2,
+        np.datetime64("NaT"),
+        np.datetime64("2024-01-01", "ns") + rng.integers(0, 10**12, n).astype("m8[ns]"),
+    ),
+    "ms": lambda rng, n: (
+        np.datetime64("2024-01-01", "ms") + rng.integers(0, 10**6, n).astype("m8[ms]")
+    ),
+    "str": lambda rng, n: np.array(["a", "b", None], dtype=object)[rng.integers(0, 3, n)],
+    "tz": lambda rng, n: pd.date_range("2024-01-01", periods=n, freq="s", tz="UTC"),
+}
+
+
+def pyarrow_conversion(df: pd.DataFrame, stored: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(df, preserve_index=False).select(stored.names).cast(stored)
+
+
+@given(
+    st.lists(st.sampled_from(sorted(COLUMN_KINDS)), min_size=1, max_size=5),
+    st.integers(0, 20),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_conversion_matches_pyarrow(kinds: list[str], n: int, seed: int, reorder: bool) -> None:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({f"c{i}": COLUMN_KINDS[kind](rng, n) for i, kind in enumerate(kinds)})
+    stored = pa.Table.from_pandas(df, preserve_index=False).schema
+    if reorder:  # a frame whose columns come in another order than the stored ones
+        df = df[df.columns[::-1]]
+    table = frame_to_table(df, stored, "ds")
+    assert table.schema.equals(stored, check_metadata=True)
+    assert table.equals(pyarrow_conversion(df, stored))
+
+
+@pytest.mark.parametrize(
+    ("values", "stored_type"),
+    [
+        (np.array([0, 1000, 2000], dtype="datetime64[ns]"), pa.timestamp("us")),
+        (np.array([0, 1, 2], dtype="datetime64[s]"), pa.timestamp("ns")),
+    ],
+)
+def test_another_timestamp_unit_is_cast(
+    values: np.ndarray[Any, Any], stored_type: pa.DataType
+) -> None:
+    df = pd.DataFrame({"c": values})
+    stored = pa.schema([pa.field("c", stored_type)])
+    table = frame_to_table(df, stored, "ds")
+    assert table.schema.field("c").type == stored_type
+    assert table.equals(pyarrow_conversion(df, stored))
