@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
@@ -133,11 +134,16 @@ def read_schema(path: Path) -> pa.Schema:
     return pq.read_schema(path)
 
 
+_PARQUET = pads.ParquetFileFormat()
+_LOCAL = pafs.LocalFileSystem()
+
 FEW_FILES = 8
 """Up to this many files are read one by one: a pyarrow dataset costs milliseconds to set up."""
 
 
-def _read_file(path: Path, schema: pa.Schema | None, columns: Sequence[str] | None) -> pa.Table:
+def _read_file(
+    path: str | Path, schema: pa.Schema | None, columns: Sequence[str] | None
+) -> pa.Table:
     """Read one file as one chunk per column (``read_table`` would split it in batches)."""
     if schema is None:
         return pq.ParquetFile(path).read(columns=None if columns is None else list(columns))
@@ -154,7 +160,7 @@ def _read_file(path: Path, schema: pa.Schema | None, columns: Sequence[str] | No
 
 
 def read_files(
-    paths: Sequence[Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
+    paths: Sequence[str | Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
 ) -> pa.Table:
     """Read whole files, in the given order, into one table with ``schema``."""
     if not paths:
@@ -164,5 +170,13 @@ def read_files(
         return empty.select(list(columns)) if columns is not None else empty
     if len(paths) <= FEW_FILES:
         return pa.concat_tables([_read_file(path, schema, columns) for path in paths])
-    dataset = pads.dataset([str(path) for path in paths], schema=schema, format="parquet")
+    files = [str(path) for path in paths]
+    if schema is None:
+        dataset = pads.dataset(files, format="parquet")
+    else:
+        # Unlike pads.dataset(files), no stat() of each file first: a missing one fails the
+        # scan with the same "No such file" error.
+        dataset = pads.FileSystemDataset.from_paths(
+            files, schema=schema, format=_PARQUET, filesystem=_LOCAL
+        )
     return dataset.to_table(columns=list(columns) if columns is not None else None)

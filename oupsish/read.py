@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -126,9 +126,14 @@ def _read_files(
     columns: Sequence[str] | None,
     retired: bool,
 ) -> pa.Table:
-    files = [paths.data_file(name) for name in names]
+    # Plain strings: building thousands of Path objects costs more than the listing.
+    folder = str(paths.folder) + os.sep
+    files = [folder + name for name in names]
     if retired:
-        files = [path if path.exists() else paths.superseded_file(path.name) for path in files]
+        files = [
+            file if os.path.exists(file) else str(paths.superseded_file(name))
+            for file, name in zip(files, names, strict=True)
+        ]
     try:
         return read_files(files, schema, columns)
     except FileNotFoundError:
@@ -143,15 +148,15 @@ def _read_files(
 
 
 def _unreadable(
-    files: Sequence[Path], schema: pa.Schema | None, columns: Sequence[str] | None
+    files: Sequence[str], schema: pa.Schema | None, columns: Sequence[str] | None
 ) -> str:
     """Name the first file that cannot be read (on the error path only: it reads them again)."""
-    for path in files if len(files) > 1 else []:
+    for file in files if len(files) > 1 else []:
         try:
-            read_files([path], schema, columns)
+            read_files([file], schema, columns)
         except (pa.ArrowException, OSError):
-            return f"data file '{path.name}'"
-    return f"data file '{files[0].name}'" if len(files) == 1 else "a data file"
+            return f"data file '{os.path.basename(file)}'"
+    return f"data file '{os.path.basename(files[0])}'" if len(files) == 1 else "a data file"
 
 
 def _check_bounds(
