@@ -138,11 +138,18 @@ def timed(
     for _ in range(repeats):
         if setup is not None:
             setup()
+        settle()
         gc.collect()
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def settle() -> None:
+    """Write back every dirty page first (untimed): the writes a run leaves in the page
+    cache (raw pyarrow does not fsync) must not slow the fsyncs of the next one."""
+    os.sync()
 
 
 def paired(

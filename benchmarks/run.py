@@ -30,6 +30,7 @@ from benchmarks.common import (
     Recorder,
     machine,
     save,
+    settle,
 )
 from benchmarks.scenarios import SCENARIOS
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(rows, args.quick, repeats, tmp, args.out, recorder, args.profile)
         for module in selected:
+            settle()
             start, load = time.perf_counter(), os.getloadavg()[0]
             try:
                 module.run(ctx)

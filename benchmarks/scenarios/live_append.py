@@ -16,6 +16,7 @@ from benchmarks.common import (
     median,
     percentile,
     remove_dataset,
+    settle,
     to_table,
 )
 from oupsish import OrderedParquetDataset
@@ -55,7 +56,10 @@ def run(ctx: Context) -> None:
         path = raw_dir / f"part-{next(counter):06d}.parquet"
         pq.write_table(to_table(frame), path, **DEFAULT_ENCODING)  # type: ignore[arg-type]
 
-    raw_runs = [_latencies(raw_write, frames) for _ in range(ctx.repeats)]
+    raw_runs = []
+    for _ in range(ctx.repeats):
+        settle()
+        raw_runs.append(_latencies(raw_write, frames))
     raw_lat = [value for run in raw_runs for value in run]
     raw_rate = n_chunks * CHUNK_ROWS / median([sum(run) for run in raw_runs])
 
@@ -66,6 +70,7 @@ def run(ctx: Context) -> None:
         # One pass: its hundreds of writes already give stable percentiles and a stable sum.
         for repeat in range(1):
             remove_dataset(path)
+            settle()
             ds = OrderedParquetDataset(path, ordered_on=ORDERED_ON, fsync=fsync)
 
             def write(frame: object, ds: OrderedParquetDataset = ds, target: int = target) -> None:
