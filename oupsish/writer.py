@@ -12,6 +12,7 @@ Each step only uses what the previous ones produced:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,6 +303,12 @@ def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Tabl
     return table.filter(pa.array(keep))
 
 
+def _owned(table: pa.Table) -> pa.Table:
+    """Return a copy of ``table`` in memory of its own (conversions from numpy share it)."""
+    columns = [pa.concat_arrays(column.chunks) for column in table.columns]  # copies
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def _write_chunk(
     path: Path, *, chunk: pa.Table, parquet: ParquetOptions, encoded: pa.Buffer | None
 ) -> None:
@@ -561,6 +568,10 @@ def write_dataset(
         if tail is not None and n_off is None:
             tail.clear()  # only coalescing writes rewrite the tail
             tail = None
+        if tail is not None and prepared.table is not None:
+            # The tail cache outlives this call: its rows must not share memory with the
+            # caller's frame (or table), which the caller may reuse once write() returns.
+            prepared = dataclasses.replace(prepared, table=_owned(prepared.table))
         written: dict[str, pa.Table] = {}
         base = txn.snapshot
         successor = execute(txn, prepared, options, tail, written)

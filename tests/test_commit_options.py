@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -187,6 +188,24 @@ def test_a_dataset_recreated_by_another_handle_is_not_merged_from_memory(tmp_pat
     first.write(df=frame(10, 5), row_group_target_size=100, max_n_off_target_rgs=0)
     expected = pd.concat([frame(0, 10).assign(v=-1.0), frame(10, 5)])
     assert_same_rows(first.to_pandas(), expected)
+
+
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_a_caller_reusing_its_buffer_after_a_write_changes_nothing_written(
+    tmp_path: Path, as_arrow: bool
+) -> None:
+    """Frames and tables built on numpy arrays share their memory; a live feed may refill
+    the same buffer for every write. Rows kept for the next coalescing write must not."""
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    buffer = np.zeros(3)
+    for step in range(6):
+        df = pd.DataFrame({"ts": np.arange(3 * step, 3 * step + 3), "v": buffer}, copy=False)
+        buffer[:] = step
+        data = pa.Table.from_pandas(df, preserve_index=False) if as_arrow else df
+        ds.write(df=data, row_group_target_size=100, max_n_off_target_rgs=2)
+        buffer[:] = -1  # refilled once write() has returned
+    expected = pd.DataFrame({"ts": np.arange(18), "v": np.repeat(np.arange(6.0), 3)})
+    assert_same_rows(ds.to_pandas(), expected)
 
 
 def test_statistics_stay_in_one_chunk_across_commits(tmp_path: Path) -> None:
