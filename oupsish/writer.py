@@ -12,7 +12,6 @@ Each step only uses what the previous ones produced:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -303,10 +302,44 @@ def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Tabl
     return table.filter(pa.array(keep))
 
 
-def _owned(table: pa.Table) -> pa.Table:
-    """Return a copy of ``table`` in memory of its own (conversions from numpy share it)."""
-    columns = [pa.concat_arrays(column.chunks) for column in table.columns]  # copies
-    return pa.Table.from_arrays(columns, schema=table.schema)
+MemoryRanges = list[tuple[int, int]]
+
+
+def memory_ranges(table: pa.Table) -> MemoryRanges:
+    """Return the address ranges of the buffers behind ``table``."""
+    return [
+        (buffer.address, buffer.address + buffer.size)
+        for column in table.columns
+        for chunk in column.chunks
+        for buffer in chunk.buffers()
+        if buffer is not None and buffer.size
+    ]
+
+
+def detached(table: pa.Table, ranges: MemoryRanges) -> pa.Table:
+    """Return ``table`` with a copy of each chunk whose memory lies in ``ranges``.
+
+    Conversions from numpy share the caller's memory, which the caller may reuse once
+    ``write()`` returns: rows kept beyond the call must not. Only those chunks are copied.
+    """
+
+    def shares(chunk: pa.Array[Any]) -> bool:
+        return any(
+            low <= buffer.address < high
+            for buffer in chunk.buffers()
+            if buffer is not None and buffer.size
+            for low, high in ranges
+        )
+
+    columns, copied = [], False
+    for column in table.columns:
+        chunks = []
+        for chunk in column.chunks:
+            if shares(chunk):
+                chunk, copied = pa.concat_arrays([chunk]), True  # a copy, of the slice only
+            chunks.append(chunk)
+        columns.append(pa.chunked_array(chunks, type=column.type))
+    return pa.Table.from_arrays(columns, schema=table.schema) if copied else table
 
 
 def _write_chunk(
@@ -568,15 +601,16 @@ def write_dataset(
         if tail is not None and n_off is None:
             tail.clear()  # only coalescing writes rewrite the tail
             tail = None
-        if tail is not None and prepared.table is not None:
-            # The tail cache outlives this call: its rows must not share memory with the
-            # caller's frame (or table), which the caller may reuse once write() returns.
-            prepared = dataclasses.replace(prepared, table=_owned(prepared.table))
         written: dict[str, pa.Table] = {}
         base = txn.snapshot
         successor = execute(txn, prepared, options, tail, written)
         if successor is not None:
             txn.commit(successor)
             if tail is not None and n_off is not None:
-                tail.keep(base, successor, max(1, n_off) + 1, written)
+                count = max(1, n_off) + 1
+                # Kept beyond this call: no row may share the caller's memory.
+                ranges = memory_ranges(prepared.table) if prepared.table is not None else []
+                last = set(successor.file_names[-count:])
+                kept = {name: detached(written[name], ranges) for name in last & set(written)}
+                tail.keep(base, successor, count, kept)
         return txn.signature, txn.snapshot

@@ -18,6 +18,7 @@ import pytest
 from oupsish import OrderedParquetDataset, Store, faults, toplevel
 from oupsish.commit import is_superseded_name
 from oupsish.testing import assert_same_rows
+from oupsish.writer import detached, memory_ranges
 
 
 def frame(start: int, n: int) -> pd.DataFrame:
@@ -219,3 +220,16 @@ def test_statistics_stay_in_one_chunk_across_commits(tmp_path: Path) -> None:
     assert {column.num_chunks for column in cached[1].stats.columns} == {1}
     expected = pd.concat([frame(0, 50), frame(12, 1)]).sort_values("ts", kind="stable")
     assert_same_rows(ds.to_pandas(), expected)
+
+
+def test_detached_copies_only_the_chunks_in_the_callers_memory() -> None:
+    values = np.arange(6, dtype=np.float64)
+    callers = pa.table({"v": pa.array(values)})  # zero-copy: shares `values`
+    ours = pa.table({"v": pa.array(np.arange(6, 12, dtype=np.float64))})
+    merged = pa.concat_tables([ours, callers.slice(2)])
+    result = detached(merged, memory_ranges(callers))
+    kept, copied = result.column("v").chunks
+    assert memory_ranges(pa.table({"v": kept})) == memory_ranges(ours)
+    values[:] = -1  # the caller reuses its buffer
+    assert copied.to_pylist() == [2.0, 3.0, 4.0, 5.0]
+    assert detached(ours, memory_ranges(callers)) is ours
