@@ -393,22 +393,31 @@ class TailCache:
         self.tables, self.snapshot = {}, None
 
     def keep(
-        self, base: Snapshot, snapshot: Snapshot, count: int, written: Mapping[str, pa.Table]
+        self,
+        base: Snapshot,
+        snapshot: Snapshot,
+        count: int,
+        written: Mapping[str, pa.Table],
+        callers_memory: MemoryRanges,
     ) -> None:
         """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
 
         ``snapshot`` was committed on top of ``base``; tables kept for an older state are
         reused only if ``base`` is that state. Coalescing merges the trailing off-target
         row groups, and may complete the last on-target one: ``max_n_off_target_rgs + 1``
-        of them at most.
+        of them at most. Tables just ``written`` are kept :func:`detached` from
+        ``callers_memory``, which the caller may reuse once the write returns.
         """
         previous = self.tables if base is self.snapshot else {}
         kept: dict[str, pa.Table] = {}
         size = 0
         for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
             name = snapshot.file_names[index]
-            table = written.get(name, previous.get(name))
-            if table is None:
+            if name in written:
+                table = detached(written[name], callers_memory)
+            elif name in previous:
+                table = previous[name]
+            else:
                 break
             size += table.get_total_buffer_size()  # whole buffers, even of a slice
             if size > self.MAX_BYTES:
@@ -607,10 +616,6 @@ def write_dataset(
         if successor is not None:
             txn.commit(successor)
             if tail is not None and n_off is not None:
-                count = max(1, n_off) + 1
-                # Kept beyond this call: no row may share the caller's memory.
                 ranges = memory_ranges(prepared.table) if prepared.table is not None else []
-                last = set(successor.file_names[-count:])
-                kept = {name: detached(written[name], ranges) for name in last & set(written)}
-                tail.keep(base, successor, count, kept)
+                tail.keep(base, successor, max(1, n_off) + 1, written, ranges)
         return txn.signature, txn.snapshot
