@@ -39,15 +39,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 
 from oupsish import faults
+from oupsish.durable import background, fsync_path
 from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
 from oupsish.lock import LockTimeout, WriterLock
@@ -73,35 +73,13 @@ SUPERSEDED_RETENTION_SECONDS = 600.0
 """How long superseded files stay readable for readers of older snapshots."""
 PENDING_SUFFIX = ".pending"
 
+StageWriter = Callable[[Path, bool, Callable[[], None]], Future[None]]
+"""How :meth:`Transaction.stage` writes a file: ``write(path, sync, before_create)``."""
+
 Signature = tuple[int, int, int, int]
 """What identifies one version of a metadata file: inode, size, mtime and ctime (ns)."""
 
 _last_purge: dict[Path, float] = {}
-_syncer: ThreadPoolExecutor | None = None
-_syncer_lock = threading.Lock()
-
-
-def _forget_syncer() -> None:
-    """In a forked child the thread is gone: the next write starts a new one."""
-    global _syncer, _syncer_lock
-    _syncer, _syncer_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_syncer)
-
-
-def _background_fsync(path: Path) -> Future[None]:
-    """Start ``fsync_path(path)`` in the background (threads shared by all datasets).
-
-    A writer waits for its own fsyncs only; several threads writing several datasets
-    share the few threads, started on first use.
-    """
-    global _syncer
-    with _syncer_lock:
-        if _syncer is None:
-            _syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oupsish-fsync")
-        return _syncer.submit(fsync_path, path)
 
 
 class DatasetPaths:
@@ -151,15 +129,6 @@ def discard(path: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's content, or a folder's entries (created, renamed, removed), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def metadata_signature(paths: DatasetPaths) -> Signature | None:
@@ -355,7 +324,7 @@ class Transaction:
         if self._fsync:
             # Waited for before this write creates any file (see _marker_is_durable): the
             # fsync runs while the write plans, reads and encodes its first file.
-            self._marker_sync = _background_fsync(self.paths.pending.parent)
+            self._marker_sync = background(fsync_path, self.paths.pending.parent)
 
     def _marker_is_durable(self) -> None:
         """Wait until the marker created by this write is durable (before creating files)."""
@@ -363,17 +332,19 @@ class Transaction:
         if marker_sync is not None:
             marker_sync.result()
 
-    def stage(self, name: str, write: Callable[[Path], None]) -> None:
-        """Write the data file ``name`` through ``write(path)``, durably, under a hidden name."""
-        self._marker_is_durable()
-        if not self._staged and not self._placed:
+    def stage(self, name: str, write: StageWriter) -> None:
+        """Write the data file ``name`` under a hidden name, durably unless ``fsync=False``.
+
+        ``write(path, sync, before_create)`` creates the file after ``before_create()``
+        returns, and returns the future of its last ``fsync``: it runs in the background
+        while the next file is encoded.
+        """
+        if not self._staged and not self._placed and not self.paths.folder.is_dir():
+            self._marker_is_durable()
             self.paths.folder.mkdir(parents=True, exist_ok=True)
         temporary = temporary_path(self.paths.data_file(name))
         self._staged.append(temporary)
-        write(temporary)
-        if self._fsync:
-            # The fsync (GIL released) overlaps with encoding the next file.
-            self._syncing.append(_background_fsync(temporary))
+        self._syncing.append(write(temporary, self._fsync, self._marker_is_durable))
         faults.checkpoint("after_data_file", temporary)
 
     def _wait_for_fsyncs(self) -> None:
@@ -397,7 +368,7 @@ class Transaction:
         self._staged_metadata = staged_metadata
         staged_metadata.write_bytes(encode(snapshot))
         if self._fsync:
-            self._syncing += [_background_fsync(history), _background_fsync(staged_metadata)]
+            self._syncing += [background(fsync_path, path) for path in (history, staged_metadata)]
         self._wait_for_fsyncs()
         faults.checkpoint("after_history", self.paths.metadata)
         for temporary in self._staged:

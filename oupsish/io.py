@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from oupsish.durable import SyncedFile
+
 __all__ = [
     "DEFAULT_COMPRESSION",
     "ParquetOptions",
-    "encode_in_memory",
     "read_files",
     "read_schema",
     "write_file",
@@ -85,9 +87,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
-ENCODE_IN_MEMORY_BYTES = 16 * 2**20
-"""Tables up to this size are encoded in memory, then written to the file in one call."""
-WRITE_BUFFER_BYTES = 2**20
+WRITE_BUFFER_BYTES = 512 * 2**10
+"""The encoder's output reaches the file in pieces of this size (the last one smaller)."""
 
 
 def _encode(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions) -> None:
@@ -98,35 +99,35 @@ def _encode(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions) -> No
         writer.write_table(table, row_group_size=max(1, table.num_rows))
 
 
-def encode_in_memory(table: pa.Table, options: ParquetOptions) -> pa.Buffer | None:
-    """Return the Parquet file of a small ``table`` (``None`` when it is too large)."""
-    if table.nbytes > ENCODE_IN_MEMORY_BYTES:
-        return None
-    memory = pa.BufferOutputStream()
-    _encode(memory, table, options)
-    return memory.getvalue()
-
-
 def write_file(
-    path: Path, table: pa.Table, options: ParquetOptions, encoded: pa.Buffer | None = None
-) -> None:
-    """Write ``table`` as a Parquet file holding exactly one row group.
+    path: Path,
+    table: pa.Table,
+    options: ParquetOptions,
+    sync: bool = False,
+    before_create: Callable[[], None] | None = None,
+) -> Future[None]:
+    """Write ``table`` to the new file ``path`` as a Parquet file of exactly one row group.
 
     The encoder issues two small writes per page; straight to a file, those system calls
-    cost 25-35% of the encoding time. Small tables are encoded in memory (``encoded``, from
-    :func:`encode_in_memory`, if the caller did it already) and written at once; larger
-    ones go through a buffer of ``WRITE_BUFFER_BYTES``, which bounds memory.
+    cost 25-35% of the encoding time, so its output is buffered into pieces of
+    ``WRITE_BUFFER_BYTES``. With ``sync``, each piece is flushed to disk in the background
+    while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). The file is
+    created after ``before_create()`` returns, once the first piece is ready.
+
+    Returns
+    -------
+    Future
+        Done when the file is closed, after its final ``fsync`` if ``sync``.
     """
-    if encoded is None:
-        encoded = encode_in_memory(table, options)
-    if encoded is not None:
-        with open(path, "wb") as file:
-            file.write(encoded)
-        return
-    with pa.OSFile(str(path), "wb") as raw:
-        buffered = pa.BufferedOutputStream(raw, WRITE_BUFFER_BYTES)
+    file = SyncedFile(path, sync=sync, before_create=before_create)
+    try:
+        buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
         _encode(buffered, table, options)
         buffered.close()
+        return file.finish()
+    except BaseException:
+        file.abandon()
+        raise
 
 
 def read_schema(path: Path) -> pa.Schema:

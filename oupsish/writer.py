@@ -13,7 +13,8 @@ Each step only uses what the previous ones produced:
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -343,9 +344,14 @@ def detached(table: pa.Table, ranges: MemoryRanges) -> pa.Table:
 
 
 def _write_chunk(
-    path: Path, *, chunk: pa.Table, parquet: ParquetOptions, encoded: pa.Buffer | None
-) -> None:
-    parquet_io.write_file(path, chunk, parquet, encoded)
+    path: Path,
+    sync: bool,
+    before_create: Callable[[], None],
+    *,
+    chunk: pa.Table,
+    parquet: ParquetOptions,
+) -> Future[None]:
+    return parquet_io.write_file(path, chunk, parquet, sync, before_create)
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
@@ -475,11 +481,7 @@ def _encode_window(
     for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
         chunk = merged.slice(start, end - start)
         name = format_name(key, snapshot.top_width, commit)
-        # Encoded before staging: the first file encodes while the marker's fsync runs.
-        encoded = parquet_io.encode_in_memory(chunk, parquet)
-        write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=encoded)
-        txn.stage(name, write)
-        del encoded, write  # one encoded file in memory at a time
+        txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
         written[name] = chunk
         names.append(name)
         n_rows.append(chunk.num_rows)

@@ -120,6 +120,7 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fdatasync", counting_fsync)
     store = Store(tmp_path / "store", Key, fsync=False)
     ds = store[Key("a")]
     ds.write(

@@ -27,6 +27,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -368,10 +369,10 @@ class FaultyDisk:
                 disk._call("open")
             return real_open(path, flags, *args, **kwargs)
 
-        def write_file(path: Path, *args: Any, **kwargs: Any) -> None:
+        def write_file(path: Path, *args: Any, **kwargs: Any) -> Future[None]:
             if disk._concerns(path):
                 disk._call("write_file")
-            real_write_file(path, *args, **kwargs)
+            return real_write_file(path, *args, **kwargs)
 
         def write_bytes(self: pathlib.Path, data: Any) -> int:
             if disk._concerns(self):

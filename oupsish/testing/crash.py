@@ -40,6 +40,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -430,12 +431,14 @@ def _arm(plan: KillPlan) -> None:
     if plan.point == MID_DATA_FILE:
         real_write_file = parquet_io.write_file
 
-        def partial_write_file(path: Path, *args: Any, **kwargs: Any) -> None:
-            real_write_file(path, *args, **kwargs)
+        def partial_write_file(path: Path, *args: Any, **kwargs: Any) -> Future[None]:
+            written = real_write_file(path, *args, **kwargs)
             counts[MID_DATA_FILE] += 1
             if counts[MID_DATA_FILE] == plan.occurrence:
                 _say_step(MID_DATA_FILE)
+                written.result()
                 _write_half(path.read_bytes(), path)
+            return written
 
         parquet_io.write_file = partial_write_file
     elif plan.point == MID_METADATA_FILE:

@@ -1,0 +1,151 @@
+"""Getting bytes onto the disk: background fsyncs, and files flushed while they are written.
+
+On the disks we measured, an ``fsync`` costs about as much as encoding the file it flushes
+(the device's cache flush grows with the bytes written). Waiting for it after the file is
+complete nearly doubles the time of a durable write. A :class:`SyncedFile` instead starts
+an ``fdatasync`` in the background as soon as a piece of the file is written, so the disk
+works while the encoder produces the next piece; the final ``fsync`` then has little left
+to flush.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["SyncedFile", "background", "fsync_path"]
+
+_T = TypeVar("_T")
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child the threads are gone: the next write starts new ones."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def background(function: Callable[..., _T], *args: Any) -> Future[_T]:
+    """Run ``function(*args)`` on the threads shared by all datasets (started on first use).
+
+    They run system calls that release the GIL (``fsync``); a writer waits for its own
+    futures only.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oupsish-fsync")
+        return _pool.submit(function, *args)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's content, or a folder's entries (created, renamed, removed), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SyncedFile(io.RawIOBase):
+    """A new file, written in pieces, whose pieces reach the disk while the next is made.
+
+    A binary file object for ``pyarrow.PythonFile``. The file is created on the first
+    write, after ``before_create()`` returns. With ``sync``, each write starts an
+    ``fdatasync`` in the background unless one is running already (it flushes every
+    piece written before it starts); :meth:`finish` returns the future of the final
+    ``fsync``. Without ``sync``, nothing is flushed and :meth:`finish` just closes.
+    """
+
+    def __init__(
+        self, path: Path, *, sync: bool, before_create: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self._sync = sync
+        self._before_create = before_create
+        self._fd: int | None = None
+        self._position = 0
+        self._flushing: Future[None] | None = None
+        self._abandoned = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            if self._before_create is not None:
+                self._before_create()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return self._fd
+
+    def write(self, data: Any) -> int:
+        """Write all of ``data`` (any buffer) at the end of the file.
+
+        Once abandoned, writes are dropped: after an error, pyarrow's buffer flushes
+        what it holds when it is destroyed.
+        """
+        if self._abandoned:
+            return len(memoryview(data))
+        fd = self._open()
+        view = memoryview(data).cast("B")
+        size = len(view)
+        while view:
+            view = view[os.write(fd, view) :]
+        self._position += size
+        flushing = self._flushing
+        if self._sync and (flushing is None or flushing.done()):
+            if flushing is not None:
+                flushing.result()  # an error flushing an earlier piece fails the file
+            self._flushing = background(os.fdatasync, fd)
+        return size
+
+    def tell(self) -> int:
+        """Return the number of bytes written."""
+        return self._position
+
+    def writable(self) -> bool:
+        """Return ``True``: the file is open for writing."""
+        return True
+
+    def flush(self) -> None:
+        """Nothing is buffered here: :meth:`finish` makes the file durable."""
+
+    def close(self) -> None:
+        """Do nothing: pyarrow closes its sink when done, the file stays open until finished."""
+
+    def finish(self) -> Future[None]:
+        """Close the file, after a final ``fsync`` if synced; the future says when done."""
+        fd = self._open()  # an empty file is still a file
+        if not self._sync:
+            os.close(fd)
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return background(_fsync_and_close, fd, self._flushing)
+
+    def abandon(self) -> None:
+        """Close the file without flushing it (after an error: the caller removes it)."""
+        self._abandoned = True
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if self._flushing is not None:
+                self._flushing.exception()  # wait: the descriptor must outlive its fsync
+            os.close(fd)
+
+
+def _fsync_and_close(fd: int, flushing: Future[None] | None) -> None:
+    try:
+        if flushing is not None:
+            flushing.result()  # an error flushing a piece fails the file
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,138 @@
+"""Data files flushed to disk while they are written (``oupsish.durable``)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from oupsish import OrderedParquetDataset
+from oupsish import io as parquet_io
+from oupsish.durable import SyncedFile
+from oupsish.testing import assert_same_rows
+
+PIECES = 4
+
+
+def table(n_rows: int = PIECES * parquet_io.WRITE_BUFFER_BYTES // 8) -> pa.Table:
+    """A table whose Parquet file spans about ``PIECES`` write buffers."""
+    return pa.table({"v": pa.array(np.random.default_rng(0).random(n_rows))})
+
+
+def frame(start: int, n: int) -> pd.DataFrame:
+    df: pd.DataFrame = pd.DataFrame(
+        {
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(start, start + n), "s"),
+            "v": np.random.default_rng(start).random(n),
+        }
+    )
+    return df
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Count the calls of ``os.<name>``, which still does its work."""
+    calls: list[int] = []
+    real: Callable[[int], None] = getattr(os, name)
+
+    def call(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, name, call)
+    return calls
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_file_written_in_pieces_reads_back(tmp_path: Path, sync: bool) -> None:
+    before = open_descriptors()
+    data = table()
+    parquet_io.write_file(tmp_path / "f.parquet", data, parquet_io.ParquetOptions(), sync).result()
+    assert pq.read_table(tmp_path / "f.parquet").equals(data)
+    assert pq.ParquetFile(tmp_path / "f.parquet").metadata.num_row_groups == 1
+    if os.path.isdir("/proc/self/fd"):
+        assert open_descriptors() == before
+
+
+def test_pieces_are_flushed_while_the_file_is_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed = counting(monkeypatch, "fdatasync")
+    synced = counting(monkeypatch, "fsync")
+    parquet_io.write_file(tmp_path / "f", table(), parquet_io.ParquetOptions(), True).result()
+    assert 1 <= len(flushed) <= PIECES + 1  # one per piece at most, none waited for
+    assert len(synced) == 1  # the last one, once the file is complete
+
+
+def test_without_sync_nothing_is_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting(monkeypatch, "fdatasync") + counting(monkeypatch, "fsync")
+    parquet_io.write_file(tmp_path / "f", table(), parquet_io.ParquetOptions(), False).result()
+    assert calls == []
+
+
+def test_the_file_is_created_after_before_create(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    seen: list[bool] = []
+    file = SyncedFile(path, sync=True, before_create=lambda: seen.append(path.exists()))
+    file.write(b"abc")
+    file.write(memoryview(b"def"))
+    file.finish().result()
+    assert seen == [False]
+    assert path.read_bytes() == b"abcdef"
+
+
+def test_an_empty_file_is_created_too(tmp_path: Path) -> None:
+    SyncedFile(tmp_path / "f", sync=True).finish().result()
+    assert (tmp_path / "f").read_bytes() == b""
+
+
+def failing_after(real: Callable[..., Any], calls: int, error: int) -> Callable[..., Any]:
+    """``real``, which fails with ``error`` from its ``calls + 1``-th call on."""
+    made = [0]
+
+    def call(*args: Any) -> Any:
+        made[0] += 1
+        if made[0] > calls:
+            raise OSError(error, os.strerror(error))
+        return real(*args)
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("operation", "succeeding", "error"),
+    [("write", 1, errno.ENOSPC), ("fdatasync", 0, errno.EIO)],  # a piece written, or flushed
+)
+def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    operation: str,
+    succeeding: int,
+    error: int,
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0, 100))
+    before = sorted(os.listdir(ds.dirpath))
+    n_rows = PIECES * parquet_io.WRITE_BUFFER_BYTES // 16
+    monkeypatch.setattr(os, operation, failing_after(getattr(os, operation), succeeding, error))
+    with pytest.raises(OSError, match=os.strerror(error)) as raised:
+        ds.write(df=frame(100, n_rows))
+    monkeypatch.undo()
+    assert raised.value.errno == error
+    assert sorted(os.listdir(ds.dirpath)) == before
+    assert_same_rows(OrderedParquetDataset(tmp_path / "ds").to_pandas(), frame(0, 100))
+    assert "Error ignored" not in capfd.readouterr().err  # no write after the failure
+    ds.write(df=frame(100, 10))  # the next write goes through
+    assert len(ds.read()) == 110
