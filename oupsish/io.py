@@ -18,6 +18,8 @@ from oupsish.durable import SyncedFile
 __all__ = [
     "DEFAULT_COMPRESSION",
     "ParquetOptions",
+    "can_concatenate",
+    "encode",
     "read_files",
     "read_schema",
     "write_file",
@@ -87,6 +89,19 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
+def can_concatenate(schema: pa.Schema, options: ParquetOptions) -> bool:
+    """Whether files of ``schema`` encoded with ``options`` can be concatenated as they are.
+
+    :mod:`oupsish.stitch` copies pages, which a dictionary page or a page index would tie
+    to their row group.
+    """
+    extra = options.extra
+    dictionary = extra.get("use_dictionary", _dictionary_columns(schema))
+    return (
+        not dictionary and not extra.get("write_page_index") and "bloom_filter_options" not in extra
+    )
+
+
 WRITE_BUFFER_BYTES = 512 * 2**10
 """The encoder's output reaches the file in pieces of this size (the last one smaller)."""
 
@@ -99,12 +114,20 @@ def _encode(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions) -> No
         writer.write_table(table, row_group_size=max(1, table.num_rows))
 
 
+def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
+    """Return the Parquet file of ``table``, one row group, encoded in memory."""
+    memory = pa.BufferOutputStream()
+    _encode(memory, table, options)
+    return memory.getvalue()
+
+
 def write_file(
     path: Path,
     table: pa.Table,
     options: ParquetOptions,
     sync: bool = False,
     before_create: Callable[[], None] | None = None,
+    encoded: Sequence[bytes | memoryview] | None = None,
 ) -> Future[None]:
     """Write ``table`` to the new file ``path`` as a Parquet file of exactly one row group.
 
@@ -112,7 +135,8 @@ def write_file(
     cost 25-35% of the encoding time, so its output is buffered into pieces of
     ``WRITE_BUFFER_BYTES``. With ``sync``, each piece is flushed to disk in the background
     while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). The file is
-    created after ``before_create()`` returns, once the first piece is ready.
+    created after ``before_create()`` returns, once the first piece is ready. ``encoded``,
+    the file's bytes in pieces (:mod:`oupsish.stitch`), is written instead of encoding.
 
     Returns
     -------
@@ -121,9 +145,13 @@ def write_file(
     """
     file = SyncedFile(path, sync=sync, before_create=before_create)
     try:
-        buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
-        _encode(buffered, table, options)
-        buffered.close()
+        if encoded is not None:
+            for piece in encoded:
+                file.write(piece)
+        else:
+            buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
+            _encode(buffered, table, options)
+            buffered.close()
         return file.finish()
     except BaseException:
         file.abandon()

@@ -54,6 +54,7 @@ from oupsish.plan import (
 )
 from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
+from oupsish.stitch import concatenate_row_groups
 
 __all__ = [
     "Prepared",
@@ -350,8 +351,36 @@ def _write_chunk(
     *,
     chunk: pa.Table,
     parquet: ParquetOptions,
+    encoded: list[bytes | memoryview] | None,
 ) -> Future[None]:
-    return parquet_io.write_file(path, chunk, parquet, sync, before_create)
+    return parquet_io.write_file(path, chunk, parquet, sync, before_create, encoded)
+
+
+def _appends(existing: pa.Table, new: pa.Table, column: str) -> bool:
+    """Whether merging ``new`` into ``existing`` (both non-empty) just appends it."""
+    if not existing.num_rows or not new.num_rows:
+        return False
+    last = ordered_values(existing.column(column).slice(existing.num_rows - 1, 1))
+    first = ordered_values(new.column(column).slice(0, 1))
+    return bool(last[0] <= first[0])
+
+
+def _stitched(
+    txn: Transaction, names: Sequence[str], new: pa.Table, parquet: ParquetOptions
+) -> list[bytes | memoryview] | None:
+    """Return the file of the row groups ``names`` followed by ``new``, in pieces.
+
+    Their pages are copied, not encoded again (:mod:`oupsish.stitch`): coalescing small
+    writes then costs about what their bytes cost to copy. ``None`` when the files or the
+    options do not allow it.
+    """
+    if not parquet_io.can_concatenate(new.schema, parquet):
+        return None
+    try:
+        files = [txn.paths.data_file(name).read_bytes() for name in names]
+    except OSError:
+        return None  # the usual path reports a missing file, or reads from the tail cache
+    return concatenate_row_groups([*files, memoryview(parquet_io.encode(new, parquet))])
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
@@ -449,7 +478,8 @@ def _encode_window(
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
     indices = range(window.rg_start, window.rg_end)
-    existing = tail.get(snapshot, [snapshot.file_names[index] for index in indices])
+    existing_names = [snapshot.file_names[index] for index in indices]
+    existing = tail.get(snapshot, existing_names)
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
@@ -457,7 +487,8 @@ def _encode_window(
         if prepared.table is not None
         else existing.schema.empty_table()
     )
-    if existing.num_rows and existing.schema != new.schema:
+    same_schema = existing.schema == new.schema
+    if existing.num_rows and not same_schema:
         existing = existing.cast(new.schema)
     merged = _merge_sorted(existing, new, column)
     if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
@@ -476,12 +507,21 @@ def _encode_window(
     )
     if keys is None:  # make_room_before_first prevents this
         raise AssertionError(f"no file name available for {window}")
+    stitched = None
+    if (
+        len(bounds) == 2
+        and same_schema
+        and prepared.duplicate_subset is None
+        and _appends(existing, new, column)
+    ):
+        stitched = _stitched(txn, existing_names, new, parquet)
     ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
     for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
         chunk = merged.slice(start, end - start)
         name = format_name(key, snapshot.top_width, commit)
-        txn.stage(name, functools.partial(_write_chunk, chunk=chunk, parquet=parquet))
+        write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=stitched)
+        txn.stage(name, write)
         written[name] = chunk
         names.append(name)
         n_rows.append(chunk.num_rows)

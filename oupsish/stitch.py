@@ -1,0 +1,277 @@
+"""Concatenate one-row-group Parquet files into one, copying their pages as they are.
+
+Coalescing the trailing row groups of a dataset (``max_n_off_target_rgs``) rewrites rows
+that were encoded moments before. A column chunk is a run of self-contained pages, so the
+merged row group can instead be assembled from the files' encoded pages: each column's
+pages, file after file, and a footer whose column statistics are merged. Nothing is
+decoded or re-encoded; the result reads back exactly as the concatenated rows.
+
+Only plain cases are stitched: files with the same schema and codecs, and no dictionary
+page, page index, bloom filter or encryption, whose statistics this module knows how to
+order. Anything else returns ``None``, and the caller encodes the rows instead.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from oupsish.thrift import (
+    BINARY,
+    BOOL_FALSE,
+    BOOL_TRUE,
+    I32,
+    I64,
+    LIST,
+    STRUCT,
+    Struct,
+    ThriftError,
+    decode,
+    encode,
+)
+
+__all__ = ["concatenate_row_groups"]
+
+MAGIC = b"PAR1"
+
+# Physical types (parquet.thrift: Type)
+_BOOLEAN, _INT32, _INT64, _INT96, _FLOAT, _DOUBLE, _BYTE_ARRAY, _FLBA = range(8)
+_DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
+_UNSIGNED_CONVERTED_TYPES = {11, 12, 13, 14}  # UINT_8 ... UINT_64
+_DECIMAL_CONVERTED_TYPE = 5
+_DECIMAL_LOGICAL_TYPE, _INTEGER_LOGICAL_TYPE = 5, 10
+
+# Fields of the footer's structs (parquet.thrift) that this module rewrites or copies.
+_FILE_FIELDS = {1, 2, 3, 4, 5, 6, 7}  # version .. column_orders (8, 9: encryption)
+_ROW_GROUP_FIELDS = {1, 2, 3, 4, 5, 6, 7}
+_CHUNK_FIELDS = {2, 3}  # file_offset, meta_data (1: file_path; 4-7: page index; 8, 9: crypto)
+_COLUMN_FIELDS = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16}  # no 10, 11, 14, 15, 17: index,
+# dictionary page, bloom filter, geospatial statistics
+
+
+class _RefusedError(Exception):
+    """The files cannot be stitched: the caller encodes their rows instead."""
+
+
+def _require(condition: bool) -> None:
+    if not condition:
+        raise _RefusedError
+
+
+_decoded: OrderedDict[bytes, Struct] = OrderedDict()
+_decoded_lock = threading.Lock()
+DECODED_FOOTERS = 256
+"""Footers kept decoded (a few kB each): a coalesced file's footer is decoded once."""
+
+
+def _remember(footer: bytes, metadata: Struct) -> None:
+    with _decoded_lock:
+        _decoded[footer] = metadata
+        while len(_decoded) > DECODED_FOOTERS:
+            _decoded.popitem(last=False)
+
+
+def _footer(data: memoryview) -> tuple[Struct, int]:
+    """Return a file's FileMetaData (not to be modified) and where its footer starts."""
+    _require(len(data) >= 12 and data[:4] == MAGIC and data[-4:] == MAGIC)
+    (size,) = struct.unpack("<I", data[-8:-4])
+    start = len(data) - 8 - size
+    _require(start >= 4)
+    footer = bytes(data[start : len(data) - 8])
+    with _decoded_lock:
+        metadata = _decoded.get(footer)
+    if metadata is None:
+        metadata, used = decode(footer)
+        _require(used == size and set(metadata.fields) <= _FILE_FIELDS)
+        _remember(footer, metadata)
+    return metadata, start
+
+
+def _sort_key(element: Struct) -> Callable[[bytes], Any]:
+    """How the statistics of a leaf column order (raw min/max bytes to a comparable)."""
+    physical = element.get(1)
+    converted = element.get(6)
+    logical = element.get(10)
+    logical_kind = next(iter(logical.fields), None) if isinstance(logical, Struct) else None
+    if physical in (_INT32, _INT64):
+        unsigned = converted in _UNSIGNED_CONVERTED_TYPES
+        if logical_kind == _INTEGER_LOGICAL_TYPE:
+            int_type = logical.get(_INTEGER_LOGICAL_TYPE)
+            unsigned = int_type.fields.get(2, (BOOL_TRUE, None))[0] == BOOL_FALSE
+        code = {(_INT32, False): "<i", (_INT32, True): "<I", (_INT64, False): "<q"}.get(
+            (physical, unsigned), "<Q"
+        )
+        return lambda raw: struct.unpack(code, raw)[0]
+    if physical in (_FLOAT, _DOUBLE):
+        code = "<f" if physical == _FLOAT else "<d"
+
+        def number(raw: bytes) -> float:
+            value: float = struct.unpack(code, raw)[0]
+            _require(value == value)  # NaN has no place in statistics
+            return value
+
+        return number
+    if physical == _BOOLEAN:
+        return lambda raw: raw[0]
+    if physical == _BYTE_ARRAY:
+        decimal = converted == _DECIMAL_CONVERTED_TYPE or logical_kind == _DECIMAL_LOGICAL_TYPE
+        _require(not decimal)  # signed two's complement: not a byte-wise order
+        return bytes
+    raise _RefusedError  # INT96, FIXED_LEN_BYTE_ARRAY: orders we do not merge
+
+
+def _leaves(schema: list[Struct]) -> list[Struct]:
+    return [element for element in schema[1:] if not element.get(5)]
+
+
+def _merge_statistics(
+    parts: list[Struct], values: list[int], key: Callable[[bytes], Any]
+) -> Struct:
+    """Merge a column's statistics over the files (``values``: its values in each)."""
+    merged = Struct()
+    counts = [part.get(3) for part in parts]
+    if all(count is not None for count in counts):
+        merged.set(3, I64, sum(counts))
+    for max_id, min_id in ((1, 2), (5, 6)):
+        maxs, mins, complete = [], [], True
+        for part, n_values, count in zip(parts, values, counts, strict=True):
+            if max_id in part.fields and min_id in part.fields:
+                maxs.append(part.get(max_id))
+                mins.append(part.get(min_id))
+            elif count is None or n_values > count:  # values, but no bounds for them
+                complete = False
+        if complete and maxs:
+            merged.set(max_id, BINARY, max(maxs, key=key))
+            merged.set(min_id, BINARY, min(mins, key=key))
+    for flag_id in (7, 8):  # is_max_value_exact, is_min_value_exact
+        flags = [part.fields.get(flag_id, (None, None))[0] for part in parts]
+        if all(flag in (BOOL_TRUE, BOOL_FALSE) for flag in flags):
+            merged.set(
+                flag_id, BOOL_TRUE if all(f == BOOL_TRUE for f in flags) else BOOL_FALSE, None
+            )
+    return merged
+
+
+def _merge_encoding_stats(parts: list[Struct]) -> list[Struct]:
+    counts: dict[tuple[int, int], int] = {}
+    for part in parts:
+        _, items = part.get(13, (STRUCT, []))
+        for item in items:
+            page = (item.get(1), item.get(2))
+            counts[page] = counts.get(page, 0) + item.get(3, 0)
+    merged = []
+    for (page_type, encoding), count in counts.items():
+        entry = Struct()
+        entry.set(1, I32, page_type)
+        entry.set(2, I32, encoding)
+        entry.set(3, I32, count)
+        merged.append(entry)
+    return merged
+
+
+def _column(columns: list[Struct], start: int, key: Callable[[bytes], Any]) -> Struct:
+    """Merge the metadata of one column's chunks, copied back to back from ``start``."""
+    first = columns[0]
+    merged = Struct()
+    for field_id in (1, 3, 4):  # type, path_in_schema, codec
+        values = [column.get(field_id) for column in columns]
+        _require(all(value == values[0] for value in values))
+        merged.fields[field_id] = first.fields[field_id]
+    encodings: list[int] = []
+    for column in columns:
+        _require(set(column.fields) <= _COLUMN_FIELDS)
+        for encoding in column.get(2)[1]:
+            _require(encoding not in _DICTIONARY_ENCODINGS)
+            if encoding not in encodings:
+                encodings.append(encoding)
+    merged.set(2, LIST, (I32, encodings))
+    n_values = [column.get(5) for column in columns]
+    merged.set(5, I64, sum(n_values))
+    merged.set(6, I64, sum(column.get(6) for column in columns))
+    merged.set(7, I64, sum(column.get(7) for column in columns))
+    merged.set(9, I64, start)
+    statistics = [column.get(12) for column in columns]
+    if all(isinstance(part, Struct) for part in statistics):
+        merged.set(12, STRUCT, _merge_statistics(statistics, n_values, key))
+    if all(13 in column.fields for column in columns):
+        merged.set(13, LIST, (STRUCT, _merge_encoding_stats(columns)))
+    return merged
+
+
+def _stitch(files: Sequence[memoryview]) -> list[memoryview | bytes]:
+    footers = [_footer(data) for data in files]
+    metadatas = [metadata for metadata, _ in footers]
+    last = metadatas[-1]
+    for metadata in metadatas:
+        _require(metadata.get(2) == last.get(2))  # schema
+        _require(metadata.get(7) == last.get(7))  # column orders
+    row_groups: list[Struct] = []
+    for metadata in metadatas:
+        _, groups = metadata.get(4)
+        _require(len(groups) == 1 and set(groups[0].fields) <= _ROW_GROUP_FIELDS)
+        row_groups.append(groups[0])
+    leaves = _leaves(last.get(2)[1])
+    chunk_lists = [group.get(1)[1] for group in row_groups]
+    _require(all(len(chunks) == len(leaves) for chunks in chunk_lists))
+
+    body: list[memoryview | bytes] = [MAGIC]
+    position = len(MAGIC)
+    merged_chunks = []
+    for index, leaf in enumerate(leaves):
+        chunks = [chunk_list[index] for chunk_list in chunk_lists]
+        columns = []
+        for chunk, data, (_, footer_start) in zip(chunks, files, footers, strict=True):
+            _require(set(chunk.fields) <= _CHUNK_FIELDS and isinstance(chunk.get(3), Struct))
+            column = chunk.get(3)
+            begin, size = column.get(9), column.get(7)
+            _require(isinstance(begin, int) and isinstance(size, int))
+            _require(len(MAGIC) <= begin and size >= 0 and begin + size <= footer_start)
+            body.append(data[begin : begin + size])
+            columns.append(column)
+        merged = Struct()
+        if 2 in chunks[0].fields:
+            merged.set(2, I64, position if chunks[0].get(2) else 0)
+        merged.set(3, STRUCT, _column(columns, position, _sort_key(leaf)))
+        merged_chunks.append(merged)
+        position += sum(column.get(7) for column in columns)
+
+    group = Struct()
+    group.set(1, LIST, (STRUCT, merged_chunks))
+    group.set(2, I64, sum(row_group.get(2) for row_group in row_groups))
+    group.set(3, I64, sum(row_group.get(3) for row_group in row_groups))
+    for field_id in (4,):  # sorting_columns: the last file's
+        if field_id in row_groups[-1].fields:
+            group.fields[field_id] = row_groups[-1].fields[field_id]
+    if 5 in row_groups[0].fields:
+        group.set(5, I64, len(MAGIC))
+    if all(6 in row_group.fields for row_group in row_groups):
+        group.set(6, I64, sum(row_group.get(6) for row_group in row_groups))
+    if 7 in row_groups[0].fields:
+        group.fields[7] = (row_groups[0].fields[7][0], 0)
+
+    footer = Struct(dict(last.fields))
+    footer.set(3, I64, sum(metadata.get(3) for metadata in metadatas))
+    footer.set(4, LIST, (STRUCT, [group]))
+    encoded = encode(footer)
+    _remember(encoded, footer)  # the next coalescing write reads it again
+    return [*body, encoded + struct.pack("<I", len(encoded)) + MAGIC]
+
+
+def concatenate_row_groups(
+    files: Sequence[bytes | memoryview],
+) -> list[memoryview | bytes] | None:
+    """Return one Parquet file holding the rows of ``files``, in order, as one row group.
+
+    Each of ``files`` is a whole Parquet file of one row group. The result is the file's
+    bytes in pieces (mostly views of ``files``), to write in order. ``None`` when they
+    cannot be stitched (see the module's documentation): encode their rows instead.
+    """
+    if len(files) < 2:
+        return None
+    try:
+        return _stitch([memoryview(data).cast("B") for data in files])
+    except (_RefusedError, ThriftError, KeyError, IndexError, TypeError, ValueError, struct.error):
+        return None

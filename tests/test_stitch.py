@@ -1,0 +1,294 @@
+"""Row groups concatenated without re-encoding (``oupsish.stitch``, ``oupsish.thrift``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oupsish import OrderedParquetDataset
+from oupsish import stitch as stitch_module
+from oupsish.stitch import concatenate_row_groups
+from oupsish.testing import assert_same_rows
+from oupsish.thrift import ThriftError, decode, encode
+
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    "i8": pa.int8(),
+    "i32": pa.int32(),
+    "i64": pa.int64(),
+    "u32": pa.uint32(),
+    "u64": pa.uint64(),
+    "f32": pa.float32(),
+    "f64": pa.float64(),
+    "bool": pa.bool_(),
+    "ts": pa.timestamp("ns"),
+    "ts_tz": pa.timestamp("us", tz="Europe/Paris"),
+    "date": pa.date32(),
+    "str": pa.string(),
+    "bin": pa.binary(),
+}
+
+
+def column_values(data_type: pa.DataType) -> st.SearchStrategy[Any]:
+    if pa.types.is_unsigned_integer(data_type):
+        return st.integers(0, 2 ** (data_type.bit_width) - 1)
+    if pa.types.is_integer(data_type):
+        bound = 2 ** (data_type.bit_width - 1)
+        return st.integers(-bound, bound - 1)
+    if pa.types.is_floating(data_type):
+        if data_type == pa.float32():
+            return st.floats(allow_nan=True, width=32)
+        return st.floats(allow_nan=True)
+    if pa.types.is_boolean(data_type):
+        return st.booleans()
+    if pa.types.is_timestamp(data_type):
+        return st.integers(-(2**55), 2**55)  # stored as int64, within datetime's range
+    if pa.types.is_date(data_type):
+        return st.integers(-(10**5), 10**5)  # stored as int32, within datetime's range
+    if pa.types.is_string(data_type):
+        return st.text(max_size=8)
+    return st.binary(max_size=8)
+
+
+def as_array(values: list[Any], data_type: pa.DataType) -> pa.Array[Any]:
+    if pa.types.is_timestamp(data_type):
+        return pa.array(values, pa.int64()).cast(data_type)
+    if pa.types.is_date(data_type):
+        return pa.array(values, pa.int32()).cast(data_type)
+    return pa.array(values, data_type)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[pa.Schema, list[pa.Table]]:
+    """A schema and 2-4 tables of it (values or nulls), some of them empty."""
+    names = draw(st.lists(st.sampled_from(sorted(COLUMN_TYPES)), min_size=1, unique=True))
+    schema = pa.schema([pa.field(name, COLUMN_TYPES[name]) for name in names])
+    parts = []
+    for _ in range(draw(st.integers(2, 4))):
+        n_rows = draw(st.integers(1, 12))  # a dataset has no empty row group
+        columns = []
+        for field in schema:
+            values = st.none() | column_values(field.type)
+            drawn = draw(st.lists(values, min_size=n_rows, max_size=n_rows))
+            columns.append(as_array(drawn, field.type))
+        parts.append(pa.Table.from_arrays(columns, schema=schema))
+    return schema, parts
+
+
+def assert_same_table(got: pa.Table, expected: pa.Table) -> None:
+    """Equal tables, NaN included (``Table.equals`` finds NaN unequal to itself)."""
+    assert got.schema == expected.schema
+    assert [c.null_count for c in got.columns] == [c.null_count for c in expected.columns]
+    pd.testing.assert_frame_equal(got.to_pandas(), expected.to_pandas())
+
+
+def encoded(table: pa.Table, **options: Any) -> bytes:
+    sink = io.BytesIO()
+    options.setdefault("use_dictionary", False)
+    options.setdefault("row_group_size", max(1, table.num_rows))
+    pq.write_table(table, sink, **options)
+    return sink.getvalue()
+
+
+def joined(pieces: list[bytes | memoryview]) -> bytes:
+    return b"".join(bytes(piece) for piece in pieces)
+
+
+def statistics(data: bytes) -> list[tuple[Any, Any, Any]]:
+    """Each column's (min, max, null count), ``None`` where absent."""
+    group = pq.read_metadata(io.BytesIO(data)).row_group(0)
+    found: list[tuple[Any, Any, Any]] = []
+    for index in range(group.num_columns):
+        stats = group.column(index).statistics
+        if stats is None:
+            found.append((None, None, None))
+            continue
+        bounds = (stats.min, stats.max) if stats.has_min_max else (None, None)
+        found.append((*bounds, stats.null_count))
+    return found
+
+
+@settings(deadline=None)
+@given(tables(), st.sampled_from(["none", "snappy", "zstd"]))
+def test_concatenation_reads_as_the_concatenated_rows(
+    drawn: tuple[pa.Schema, list[pa.Table]], compression: str
+) -> None:
+    _, parts = drawn
+    pieces = concatenate_row_groups([encoded(part, compression=compression) for part in parts])
+    assert pieces is not None
+    data = joined(pieces)
+    whole = pa.concat_tables(parts)
+    assert_same_table(pq.read_table(io.BytesIO(data)), whole)
+    metadata = pq.read_metadata(io.BytesIO(data))
+    assert metadata.num_row_groups == 1
+    assert metadata.num_rows == whole.num_rows
+    expected = statistics(encoded(whole, compression=compression))
+    got = statistics(data)
+    per_part = [statistics(encoded(part)) for part in parts]
+    for index, ((low, high, nulls), (want_low, want_high, want_nulls)) in enumerate(
+        zip(got, expected, strict=True)
+    ):
+        assert nulls == want_nulls
+        if low is not None:  # float bounds: -0.0 and 0.0 compare equal, either is right
+            assert (low, high) == (want_low, want_high)
+        elif want_low is not None:
+            # Bounds are dropped only when a part had values but no bounds (only NaN).
+            assert any(
+                stats[index][0] is None and part.column(index).null_count < part.num_rows
+                for stats, part in zip(per_part, parts, strict=True)
+            )
+
+
+def test_a_concatenation_concatenates_again() -> None:
+    parts = [
+        pa.table({"v": pa.array(np.arange(start, start + 5, dtype=np.int64))})
+        for start in (0, 5, 10)
+    ]
+    first = joined(concatenate_row_groups([encoded(parts[0]), encoded(parts[1])]) or [])
+    second = concatenate_row_groups([first, encoded(parts[2])])
+    assert second is not None
+    assert pq.read_table(io.BytesIO(joined(second))).equals(pa.concat_tables(parts))
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        lambda t: encoded(t, compression="zstd"),  # another codec
+        lambda t: encoded(t, use_dictionary=True),  # a dictionary page
+        lambda t: encoded(t, write_page_index=True),  # a page index
+        lambda t: encoded(t.cast(pa.schema([pa.field("v", pa.int32())]))),  # another schema
+        lambda t: encoded(pa.concat_tables([t, t]), row_group_size=2),  # two row groups
+        lambda t: encoded(t)[:-10],  # truncated
+        lambda t: b"PAR1" + os.urandom(64) + struct.pack("<I", 40) + b"PAR1",  # garbage footer
+        lambda t: b"not a parquet file",
+    ],
+)
+def test_what_cannot_be_concatenated_is_refused(second: Any) -> None:
+    table = pa.table({"v": pa.array(np.arange(5, dtype=np.int64))})
+    assert concatenate_row_groups([encoded(table), second(table)]) is None
+
+
+def test_one_file_is_not_concatenated() -> None:
+    assert concatenate_row_groups([encoded(pa.table({"v": [1]}))]) is None
+
+
+def test_unordered_statistics_are_refused() -> None:
+    decimals = pa.table({"d": pa.array([1, -2], pa.decimal128(5, 0))})
+    assert concatenate_row_groups([encoded(decimals), encoded(decimals)]) is None
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.data())
+def test_damaged_footers_never_raise(data: st.DataObject) -> None:
+    # A damaged file may make a damaged concatenation (its pages are copied, unread), but
+    # reading its footer stays within its bytes and ends in a result or None, never an error.
+    table = pa.table({"v": pa.array(np.arange(5, dtype=np.int64)), "s": ["a", "b", "c", "d", "e"]})
+    damaged = bytearray(encoded(table))
+    (size,) = struct.unpack("<I", damaged[-8:-4])
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(len(damaged) - 8 - size, len(damaged) - 1))
+        damaged[position] = data.draw(st.integers(0, 255))
+    files = [bytes(damaged), encoded(table)]
+    result = concatenate_row_groups(files)
+    if result is not None:
+        assert sum(len(piece) for piece in result) <= sum(len(file) for file in files) + 4096
+
+
+def test_thrift_round_trips_pyarrow_footers() -> None:
+    table = pa.table(
+        {
+            "v": [1.0, None, 3.0],
+            "s": ["x", None, "z"],
+            "t": pa.array([1, 2, 3], pa.timestamp("ms", tz="UTC")),
+        }
+    )
+    data = encoded(table, use_dictionary=True, write_page_index=True)
+    (size,) = struct.unpack("<I", data[-8:-4])
+    footer = data[-8 - size : -8]
+    metadata, used = decode(footer)
+    assert used == size
+    assert encode(metadata) == footer
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\x19\xfc\xff\x7f" + b"\x00" * 4,  # a list claiming more items than there are bytes
+        b"\x1c" * 40,  # structs nested beyond the limit
+        b"\x16" + b"\xff" * 12,  # a varint that never ends
+        b"\x18\x7f",  # a binary longer than the bytes
+        b"\x1b\x00",  # a map: not used by Parquet
+    ],
+)
+def test_thrift_refuses_malformed_bytes(damage: bytes) -> None:
+    with pytest.raises(ThriftError):
+        decode(damage)
+
+
+def frame(start: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(start)
+    df: pd.DataFrame = pd.DataFrame(
+        {
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(start, start + n), "s"),
+            "v": rng.random(n),
+            "k": rng.integers(0, 5, n),
+        }
+    )
+    return df
+
+
+def test_coalescing_writes_copy_pages_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+    real = stitch_module.concatenate_row_groups
+
+    def spy(files: Any) -> Any:
+        result = real(files)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr("oupsish.writer.concatenate_row_groups", spy)
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    frames = [frame(step * 10, 10) for step in range(12)]
+    for df in frames:
+        ds.write(df=df, row_group_target_size=40, max_n_off_target_rgs=2)
+    assert calls and all(calls)
+    expected = pd.concat(frames, ignore_index=True)
+    assert_same_rows(ds.to_pandas(), expected)
+    assert_same_rows(pq.read_table(ds.dirpath).to_pandas(), expected)
+    assert ds.verify() == []  # every file matches the metadata
+    for name in os.listdir(ds.dirpath):
+        if not name.startswith("."):
+            assert pq.ParquetFile(ds.dirpath / name).metadata.num_row_groups == 1
+
+
+def test_writes_that_are_not_plain_appends_encode_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr("oupsish.writer.concatenate_row_groups", lambda files: calls.append(1))
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(4):  # duplicates may drop stored rows: rows are merged, not copied
+        ds.write(
+            df=frame(step * 10, 10),
+            row_group_target_size=40,
+            max_n_off_target_rgs=2,
+            duplicates_on="ts",
+        )
+    ds.write(df=frame(5, 3), max_n_off_target_rgs=2)  # an insert into the past
+    strings = OrderedParquetDataset(tmp_path / "strings", ordered_on="ts")
+    for step in range(4):  # strings are dictionary-encoded: pages tied to their row group
+        strings.write(df=frame(step * 10, 10).assign(s="x"), max_n_off_target_rgs=2)
+    assert calls == []
+    assert len(ds.read()) == 43
