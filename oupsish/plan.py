@@ -254,16 +254,18 @@ def _absorbable(
     new_values: Values,
     target: Target,
     off: npt.NDArray[np.bool_],
+    complete_on_target: bool,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Return which row groups may be absorbed by a window on their right, on their left.
 
-    Off-target row groups always may. With a row-count target, so may any incomplete row
-    group (it is merged only if that completes a row group). With a period target, so may
-    a row group sharing its period with the window next to it.
+    Off-target row groups always may. With a row-count target and ``complete_on_target``,
+    so may an on-target row group short of the target (it is merged only if that completes
+    it). With a period target, so may a row group sharing its period with the window next
+    to it.
     """
     if isinstance(target, RowCountTarget):
-        incomplete = off | (rgs.n_rows < target.rows)
-        return incomplete, incomplete.copy()
+        absorbable = off | (rgs.n_rows < target.rows) if complete_on_target else off
+        return absorbable, absorbable.copy()
     left_ok, right_ok = off.copy(), off.copy()
     if windows:
         edges = [_window_edges(w, rgs, new_values) for w in windows]
@@ -297,13 +299,18 @@ def _coalesce(
 ) -> list[Window]:
     """Extend windows over neighbouring off-target row groups when there are too many.
 
-    Off-target (or, with a row-count target, incomplete) row groups next to a window (or,
-    with no new rows, next to each other) form a run with it. The run is merged into one
-    window when it holds more than ``max_n_off_target_rgs`` off-target pieces, or, with a
-    row-count target, when it has enough rows to complete a row group.
+    Off-target row groups (and, with a row-count target and ``max_n_off_target_rgs``
+    of 1, the incomplete last one) next to a window (or, with no new rows, next to each
+    other) form a run with it. The run is merged into one window when it holds more than
+    ``max_n_off_target_rgs`` off-target pieces, or, with a row-count target, when it has
+    enough rows to complete a row group.
     """
     off = target.off_target(rgs.n_rows, rgs.mins, rgs.maxs)
-    left_ok, right_ok = _absorbable(rgs, windows, new_values, target, off)
+    # With one off-target row group allowed, the last one is completed first. With more,
+    # an on-target row group is left as it is: completing it would rewrite it whole (80%
+    # of a row group or more) for a few rows, on every write.
+    complete_on_target = max_n_off_target_rgs <= 1
+    left_ok, right_ok = _absorbable(rgs, windows, new_values, target, off, complete_on_target)
     n_rgs = len(rgs)
     covered = np.zeros(n_rgs, dtype=bool)
     for window in windows:
@@ -378,7 +385,8 @@ def plan_windows(
     max_n_off_target_rgs : int or None
         ``None``: never merge row groups the new rows do not overlap. An int ``n``
         (``0`` behaves like ``1``): merge off-target row groups next to new rows when there
-        would be more than ``n`` of them, or when they can complete a row group.
+        would be more than ``n`` of them, or when they can complete a row group; with
+        ``n = 1``, complete the last row group first, even if on target.
 
     Returns
     -------
