@@ -10,17 +10,22 @@ to flush.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SyncedFile", "background", "fsync_path"]
+__all__ = ["FileRange", "SyncedFile", "background", "fsync_path"]
 
 _T = TypeVar("_T")
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+"""Errors of ``copy_file_range`` that mean: copy through memory instead."""
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -56,6 +61,15 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``length`` bytes at ``offset`` of the open file ``fd``, to copy."""
+
+    fd: int
+    offset: int
+    length: int
 
 
 class SyncedFile(io.RawIOBase):
@@ -96,17 +110,44 @@ class SyncedFile(io.RawIOBase):
         if self._abandoned:
             return len(memoryview(data))
         fd = self._open()
+        size = self._write_all(fd, data)
+        self._written(fd, size)
+        return size
+
+    @staticmethod
+    def _write_all(fd: int, data: Any) -> int:
         view = memoryview(data).cast("B")
         size = len(view)
         while view:
             view = view[os.write(fd, view) :]
+        return size
+
+    def _written(self, fd: int, size: int) -> None:
+        """Count ``size`` bytes written; flush them unless a flush is running."""
         self._position += size
         flushing = self._flushing
         if self._sync and (flushing is None or flushing.done()):
             if flushing is not None:
                 flushing.result()  # an error flushing an earlier piece fails the file
             self._flushing = background(os.fdatasync, fd)
-        return size
+
+    def copy(self, source: FileRange) -> None:
+        """Append a range of another file, copied by the kernel where it can."""
+        if self._abandoned:
+            return
+        fd = self._open()
+        offset, end = source.offset, source.offset + source.length
+        while offset < end:
+            try:
+                copied = os.copy_file_range(source.fd, fd, end - offset, offset)
+            except (AttributeError, OSError) as error:  # not Linux, or not these files
+                if isinstance(error, OSError) and error.errno not in _NO_KERNEL_COPY:
+                    raise
+                copied = self._write_all(fd, os.pread(source.fd, end - offset, offset))
+            if copied == 0:
+                raise OSError(f"'{self.path}': the file to copy from ended early")
+            offset += copied
+        self._written(fd, source.length)
 
     def tell(self) -> int:
         """Return the number of bytes written."""

@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from oupsish.durable import SyncedFile
+from oupsish.durable import FileRange, SyncedFile
 
 __all__ = [
     "DEFAULT_COMPRESSION",
@@ -127,7 +127,7 @@ def write_file(
     options: ParquetOptions,
     sync: bool = False,
     before_create: Callable[[], None] | None = None,
-    encoded: Sequence[bytes | memoryview] | None = None,
+    encoded: Sequence[bytes | memoryview | FileRange] | None = None,
 ) -> Future[None]:
     """Write ``table`` to the new file ``path`` as a Parquet file of exactly one row group.
 
@@ -136,7 +136,8 @@ def write_file(
     ``WRITE_BUFFER_BYTES``. With ``sync``, each piece is flushed to disk in the background
     while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). The file is
     created after ``before_create()`` returns, once the first piece is ready. ``encoded``,
-    the file's bytes in pieces (:mod:`oupsish.stitch`), is written instead of encoding.
+    the file's bytes in pieces and ranges of other files to copy (:mod:`oupsish.stitch`),
+    is written instead of encoding ``table``.
 
     Returns
     -------
@@ -147,7 +148,10 @@ def write_file(
     try:
         if encoded is not None:
             for piece in encoded:
-                file.write(piece)
+                if isinstance(piece, FileRange):
+                    file.copy(piece)
+                else:
+                    file.write(piece)
         else:
             buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
             _encode(buffered, table, options)

@@ -17,6 +17,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from oupsish.thrift import (
@@ -33,7 +34,7 @@ from oupsish.thrift import (
     encode,
 )
 
-__all__ = ["concatenate_row_groups"]
+__all__ = ["Piece", "Source", "Span", "concatenate_row_groups"]
 
 MAGIC = b"PAR1"
 
@@ -50,6 +51,32 @@ _ROW_GROUP_FIELDS = {1, 2, 3, 4, 5, 6, 7}
 _CHUNK_FIELDS = {2, 3}  # file_offset, meta_data (1: file_path; 4-7: page index; 8, 9: crypto)
 _COLUMN_FIELDS = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16}  # no 10, 11, 14, 15, 17: index,
 # dictionary page, bloom filter, geospatial statistics
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Parquet file to concatenate: its size, and how to read ``length`` bytes at ``offset``."""
+
+    size: int
+    read: Callable[[int, int], bytes]
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Source:
+        """Return the source of a file held in memory."""
+        return cls(len(data), lambda offset, length: data[offset : offset + length])
+
+
+@dataclass(frozen=True)
+class Span:
+    """``length`` bytes at ``offset`` of the input file number ``source``."""
+
+    source: int
+    offset: int
+    length: int
+
+
+Piece = bytes | Span
+"""Part of a concatenated file: bytes, or a span of an input file to copy."""
 
 
 class _RefusedError(Exception):
@@ -74,13 +101,16 @@ def _remember(footer: bytes, metadata: Struct) -> None:
             _decoded.popitem(last=False)
 
 
-def _footer(data: memoryview) -> tuple[Struct, int]:
+def _footer(source: Source) -> tuple[Struct, int]:
     """Return a file's FileMetaData (not to be modified) and where its footer starts."""
-    _require(len(data) >= 12 and data[:4] == MAGIC and data[-4:] == MAGIC)
-    (size,) = struct.unpack("<I", data[-8:-4])
-    start = len(data) - 8 - size
+    _require(source.size >= 12)
+    tail = source.read(source.size - 8, 8)
+    _require(len(tail) == 8 and tail[4:] == MAGIC)
+    (size,) = struct.unpack("<I", tail[:4])
+    start = source.size - 8 - size
     _require(start >= 4)
-    footer = bytes(data[start : len(data) - 8])
+    footer = bytes(source.read(start, size))
+    _require(len(footer) == size)
     with _decoded_lock:
         metadata = _decoded.get(footer)
     if metadata is None:
@@ -201,8 +231,8 @@ def _column(columns: list[Struct], start: int, key: Callable[[bytes], Any]) -> S
     return merged
 
 
-def _stitch(files: Sequence[memoryview]) -> list[memoryview | bytes]:
-    footers = [_footer(data) for data in files]
+def _stitch(files: Sequence[Source]) -> list[Piece]:
+    footers = [_footer(source) for source in files]
     metadatas = [metadata for metadata, _ in footers]
     last = metadatas[-1]
     for metadata in metadatas:
@@ -217,19 +247,19 @@ def _stitch(files: Sequence[memoryview]) -> list[memoryview | bytes]:
     chunk_lists = [group.get(1)[1] for group in row_groups]
     _require(all(len(chunks) == len(leaves) for chunks in chunk_lists))
 
-    body: list[memoryview | bytes] = [MAGIC]
+    body: list[Piece] = [MAGIC]
     position = len(MAGIC)
     merged_chunks = []
     for index, leaf in enumerate(leaves):
         chunks = [chunk_list[index] for chunk_list in chunk_lists]
         columns = []
-        for chunk, data, (_, footer_start) in zip(chunks, files, footers, strict=True):
+        for number, (chunk, (_, footer_start)) in enumerate(zip(chunks, footers, strict=True)):
             _require(set(chunk.fields) <= _CHUNK_FIELDS and isinstance(chunk.get(3), Struct))
             column = chunk.get(3)
             begin, size = column.get(9), column.get(7)
             _require(isinstance(begin, int) and isinstance(size, int))
             _require(len(MAGIC) <= begin and size >= 0 and begin + size <= footer_start)
-            body.append(data[begin : begin + size])
+            body.append(Span(number, begin, size))
             columns.append(column)
         merged = Struct()
         if 2 in chunks[0].fields:
@@ -260,18 +290,17 @@ def _stitch(files: Sequence[memoryview]) -> list[memoryview | bytes]:
     return [*body, encoded + struct.pack("<I", len(encoded)) + MAGIC]
 
 
-def concatenate_row_groups(
-    files: Sequence[bytes | memoryview],
-) -> list[memoryview | bytes] | None:
+def concatenate_row_groups(files: Sequence[Source]) -> list[Piece] | None:
     """Return one Parquet file holding the rows of ``files``, in order, as one row group.
 
-    Each of ``files`` is a whole Parquet file of one row group. The result is the file's
-    bytes in pieces (mostly views of ``files``), to write in order. ``None`` when they
-    cannot be stitched (see the module's documentation): encode their rows instead.
+    Each of ``files`` is a whole Parquet file of one row group; only their footers are
+    read. The result is the new file in pieces, to write in order: bytes, and spans of
+    ``files`` to copy. ``None`` when they cannot be stitched (see the module's
+    documentation): encode their rows instead.
     """
     if len(files) < 2:
         return None
     try:
-        return _stitch([memoryview(data).cast("B") for data in files])
+        return _stitch(files)
     except (_RefusedError, ThriftError, KeyError, IndexError, TypeError, ValueError, struct.error):
         return None

@@ -12,12 +12,14 @@ Each step only uses what the previous ones produced:
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import os
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +32,7 @@ from oupsish.commit import (
     metadata_signature,
     read_snapshot,
 )
+from oupsish.durable import FileRange
 from oupsish.errors import CorruptDatasetError, OrderedOnMismatchError
 from oupsish.frames import (
     OrderedOn,
@@ -54,7 +57,7 @@ from oupsish.plan import (
 )
 from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
-from oupsish.stitch import concatenate_row_groups
+from oupsish.stitch import Source, concatenate_row_groups
 
 __all__ = [
     "Prepared",
@@ -351,7 +354,7 @@ def _write_chunk(
     *,
     chunk: pa.Table,
     parquet: ParquetOptions,
-    encoded: list[bytes | memoryview] | None,
+    encoded: list[bytes | FileRange] | None,
 ) -> Future[None]:
     return parquet_io.write_file(path, chunk, parquet, sync, before_create, encoded)
 
@@ -365,22 +368,48 @@ def _appends(existing: pa.Table, new: pa.Table, column: str) -> bool:
     return bool(last[0] <= first[0])
 
 
+@contextlib.contextmanager
 def _stitched(
     txn: Transaction, names: Sequence[str], new: pa.Table, parquet: ParquetOptions
-) -> list[bytes | memoryview] | None:
-    """Return the file of the row groups ``names`` followed by ``new``, in pieces.
+) -> Iterator[list[bytes | FileRange] | None]:
+    """Give the file of the row groups ``names`` followed by ``new``, in pieces.
 
     Their pages are copied, not encoded again (:mod:`oupsish.stitch`): coalescing small
-    writes then costs about what their bytes cost to copy. ``None`` when the files or the
-    options do not allow it.
+    writes then costs about what their bytes cost to copy, by the kernel, file to file.
+    ``None`` when the files or the options do not allow it. The files stay open until
+    the block ends.
     """
     if not parquet_io.can_concatenate(new.schema, parquet):
-        return None
-    try:
-        files = [txn.paths.data_file(name).read_bytes() for name in names]
-    except OSError:
-        return None  # the usual path reports a missing file, or reads from the tail cache
-    return concatenate_row_groups([*files, memoryview(parquet_io.encode(new, parquet))])
+        yield None
+        return
+    with contextlib.ExitStack() as opened:
+        try:
+            files = [
+                opened.enter_context(open(txn.paths.data_file(name), "rb", buffering=0))
+                for name in names
+            ]
+            sources = [Source(os.fstat(file.fileno()).st_size, _reader(file)) for file in files]
+        except OSError:
+            yield None  # the usual path reports a missing file, or reads from the tail cache
+            return
+        encoded = parquet_io.encode(new, parquet).to_pybytes()
+        pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)])
+        if pieces is None:
+            yield None
+            return
+        last = len(files)
+        yield [
+            piece
+            if isinstance(piece, bytes)
+            else encoded[piece.offset : piece.offset + piece.length]
+            if piece.source == last
+            else FileRange(files[piece.source].fileno(), piece.offset, piece.length)
+            for piece in pieces
+        ]
+
+
+def _reader(file: BinaryIO) -> Callable[[int, int], bytes]:
+    return lambda offset, length: os.pread(file.fileno(), length, offset)
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
@@ -507,26 +536,27 @@ def _encode_window(
     )
     if keys is None:  # make_room_before_first prevents this
         raise AssertionError(f"no file name available for {window}")
-    stitched = None
-    if (
+    appends = (
         len(bounds) == 2
         and same_schema
         and prepared.duplicate_subset is None
         and _appends(existing, new, column)
-    ):
-        stitched = _stitched(txn, existing_names, new, parquet)
+    )
     ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
-    for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
-        chunk = merged.slice(start, end - start)
-        name = format_name(key, snapshot.top_width, commit)
-        write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=stitched)
-        txn.stage(name, write)
-        written[name] = chunk
-        names.append(name)
-        n_rows.append(chunk.num_rows)
-        mins.append(ordered.slice(start, 1).combine_chunks())
-        maxs.append(ordered.slice(end - 1, 1).combine_chunks())
+    with (
+        _stitched(txn, existing_names, new, parquet) if appends else contextlib.nullcontext(None)
+    ) as stitched:
+        for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
+            chunk = merged.slice(start, end - start)
+            name = format_name(key, snapshot.top_width, commit)
+            write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=stitched)
+            txn.stage(name, write)
+            written[name] = chunk
+            names.append(name)
+            n_rows.append(chunk.num_rows)
+            mins.append(ordered.slice(start, 1).combine_chunks())
+            maxs.append(ordered.slice(end - 1, 1).combine_chunks())
     return stats_table(names, n_rows, pa.concat_arrays(mins), pa.concat_arrays(maxs), ordered.type)
 
 

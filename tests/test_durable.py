@@ -16,7 +16,7 @@ import pytest
 
 from oupsish import OrderedParquetDataset
 from oupsish import io as parquet_io
-from oupsish.durable import SyncedFile
+from oupsish.durable import FileRange, SyncedFile
 from oupsish.testing import assert_same_rows
 
 PIECES = 4
@@ -136,3 +136,34 @@ def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
     assert "Error ignored" not in capfd.readouterr().err  # no write after the failure
     ds.write(df=frame(100, 10))  # the next write goes through
     assert len(ds.read()) == 110
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_ranges_of_other_files_are_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # as on a system or file system without copy_file_range
+
+        def unsupported(*args: Any) -> int:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
+    source = tmp_path / "source"
+    source.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    file = SyncedFile(tmp_path / "f", sync=True)
+    with open(source, "rb") as opened:
+        file.write(b"head")
+        file.copy(FileRange(opened.fileno(), 1000, 300_000))
+        file.copy(FileRange(opened.fileno(), 5, 3))
+        file.finish().result()
+    data = source.read_bytes()
+    assert (tmp_path / "f").read_bytes() == b"head" + data[1000:301_000] + data[5:8]
+
+
+def test_a_range_past_the_end_of_its_file_fails(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789")
+    file = SyncedFile(tmp_path / "f", sync=False)
+    with open(source, "rb") as opened, pytest.raises(OSError, match="ended early"):
+        file.copy(FileRange(opened.fileno(), 5, 10))
+    file.abandon()
