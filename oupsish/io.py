@@ -97,9 +97,7 @@ def can_concatenate(schema: pa.Schema, options: ParquetOptions) -> bool:
     """
     extra = options.extra
     dictionary = extra.get("use_dictionary", _dictionary_columns(schema))
-    return (
-        not dictionary and not extra.get("write_page_index") and "bloom_filter_options" not in extra
-    )
+    return not dictionary and not extra.get("write_page_index")
 
 
 WRITE_BUFFER_BYTES = 512 * 2**10

@@ -231,9 +231,10 @@ def _column(columns: list[Struct], start: int, key: Callable[[bytes], Any]) -> S
     return merged
 
 
-def _stitch(files: Sequence[Source]) -> list[Piece]:
+def _stitch(files: Sequence[Source], n_rows: int) -> list[Piece]:
     footers = [_footer(source) for source in files]
     metadatas = [metadata for metadata, _ in footers]
+    _require(sum(metadata.get(3) for metadata in metadatas) == n_rows)
     last = metadatas[-1]
     for metadata in metadatas:
         _require(metadata.get(2) == last.get(2))  # schema
@@ -290,17 +291,17 @@ def _stitch(files: Sequence[Source]) -> list[Piece]:
     return [*body, encoded + struct.pack("<I", len(encoded)) + MAGIC]
 
 
-def concatenate_row_groups(files: Sequence[Source]) -> list[Piece] | None:
+def concatenate_row_groups(files: Sequence[Source], n_rows: int) -> list[Piece] | None:
     """Return one Parquet file holding the rows of ``files``, in order, as one row group.
 
     Each of ``files`` is a whole Parquet file of one row group; only their footers are
     read. The result is the new file in pieces, to write in order: bytes, and spans of
     ``files`` to copy. ``None`` when they cannot be stitched (see the module's
-    documentation): encode their rows instead.
+    documentation), or do not hold ``n_rows`` rows in all: encode the rows instead.
     """
     if len(files) < 2:
         return None
     try:
-        return _stitch(files)
+        return _stitch(files, n_rows)
     except (_RefusedError, ThriftError, KeyError, IndexError, TypeError, ValueError, struct.error):
         return None

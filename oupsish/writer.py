@@ -370,9 +370,9 @@ def _appends(existing: pa.Table, new: pa.Table, column: str) -> bool:
 
 @contextlib.contextmanager
 def _stitched(
-    txn: Transaction, names: Sequence[str], new: pa.Table, parquet: ParquetOptions
+    txn: Transaction, indices: range, new: pa.Table, parquet: ParquetOptions
 ) -> Iterator[list[bytes | FileRange] | None]:
-    """Give the file of the row groups ``names`` followed by ``new``, in pieces.
+    """Give the file of the row groups ``indices`` followed by ``new``, in pieces.
 
     Their pages are copied, not encoded again (:mod:`oupsish.stitch`): coalescing small
     writes then costs about what their bytes cost to copy, by the kernel, file to file.
@@ -386,14 +386,16 @@ def _stitched(
         try:
             files = [
                 opened.enter_context(open(txn.paths.data_file(name), "rb", buffering=0))
-                for name in names
+                for name in (txn.snapshot.file_names[index] for index in indices)
             ]
             sources = [Source(os.fstat(file.fileno()).st_size, _reader(file)) for file in files]
         except OSError:
             yield None  # the usual path reports a missing file, or reads from the tail cache
             return
         encoded = parquet_io.encode(new, parquet).to_pybytes()
-        pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)])
+        # Files that do not hold the rows the snapshot records are not copied.
+        n_rows = int(txn.snapshot.n_rows[list(indices)].sum()) + new.num_rows
+        pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)], n_rows)
         if pieces is None:
             yield None
             return
@@ -507,8 +509,7 @@ def _encode_window(
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
     indices = range(window.rg_start, window.rg_end)
-    existing_names = [snapshot.file_names[index] for index in indices]
-    existing = tail.get(snapshot, existing_names)
+    existing = tail.get(snapshot, [snapshot.file_names[index] for index in indices])
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
@@ -545,7 +546,7 @@ def _encode_window(
     ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
     with (
-        _stitched(txn, existing_names, new, parquet) if appends else contextlib.nullcontext(None)
+        _stitched(txn, indices, new, parquet) if appends else contextlib.nullcontext(None)
     ) as stitched:
         for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
             chunk = merged.slice(start, end - start)

@@ -100,9 +100,9 @@ def encoded(table: pa.Table, **options: Any) -> bytes:
     return sink.getvalue()
 
 
-def concatenated(files: list[bytes]) -> bytes | None:
-    """The concatenation of files held in memory, as one file's bytes."""
-    pieces = concatenate_row_groups([Source.of_bytes(data) for data in files])
+def concatenated(files: list[bytes], n_rows: int) -> bytes | None:
+    """The concatenation of files held in memory (``n_rows`` in all), as one file's bytes."""
+    pieces = concatenate_row_groups([Source.of_bytes(data) for data in files], n_rows)
     if pieces is None:
         return None
     return b"".join(
@@ -133,9 +133,9 @@ def test_concatenation_reads_as_the_concatenated_rows(
     drawn: tuple[pa.Schema, list[pa.Table]], compression: str
 ) -> None:
     _, parts = drawn
-    data = concatenated([encoded(part, compression=compression) for part in parts])
-    assert data is not None
     whole = pa.concat_tables(parts)
+    data = concatenated([encoded(part, compression=compression) for part in parts], len(whole))
+    assert data is not None
     assert_same_table(pq.read_table(io.BytesIO(data)), whole)
     metadata = pq.read_metadata(io.BytesIO(data))
     assert metadata.num_row_groups == 1
@@ -162,38 +162,40 @@ def test_a_concatenation_concatenates_again() -> None:
         pa.table({"v": pa.array(np.arange(start, start + 5, dtype=np.int64))})
         for start in (0, 5, 10)
     ]
-    first = concatenated([encoded(parts[0]), encoded(parts[1])])
+    first = concatenated([encoded(parts[0]), encoded(parts[1])], 10)
     assert first is not None
-    second = concatenated([first, encoded(parts[2])])
+    second = concatenated([first, encoded(parts[2])], 15)
     assert second is not None
     assert pq.read_table(io.BytesIO(second)).equals(pa.concat_tables(parts))
 
 
 @pytest.mark.parametrize(
-    "second",
+    ("second", "n_rows"),
     [
-        lambda t: encoded(t, compression="zstd"),  # another codec
-        lambda t: encoded(t, use_dictionary=True),  # a dictionary page
-        lambda t: encoded(t, write_page_index=True),  # a page index
-        lambda t: encoded(t.cast(pa.schema([pa.field("v", pa.int32())]))),  # another schema
-        lambda t: encoded(pa.concat_tables([t, t]), row_group_size=2),  # two row groups
-        lambda t: encoded(t)[:-10],  # truncated
-        lambda t: b"PAR1" + os.urandom(64) + struct.pack("<I", 40) + b"PAR1",  # garbage footer
-        lambda t: b"not a parquet file",
+        (lambda t: encoded(t, compression="zstd"), 10),  # another codec
+        (lambda t: encoded(t, use_dictionary=True), 10),  # a dictionary page
+        (lambda t: encoded(t, write_page_index=True), 10),  # a page index
+        (lambda t: encoded(t.cast(pa.schema([pa.field("v", pa.int32())]))), 10),  # a schema
+        (lambda t: encoded(pa.concat_tables([t, t]), row_group_size=2), 15),  # 5 row groups
+        (lambda t: encoded(t)[:-10], 10),  # truncated
+        (lambda t: b"PAR1" + os.urandom(64) + struct.pack("<I", 40) + b"PAR1", 10),  # garbage
+        (lambda t: b"not a parquet file", 10),
+        (encoded, 11),  # not the rows expected
     ],
 )
-def test_what_cannot_be_concatenated_is_refused(second: Any) -> None:
+def test_what_cannot_be_concatenated_is_refused(second: Any, n_rows: int) -> None:
     table = pa.table({"v": pa.array(np.arange(5, dtype=np.int64))})
-    assert concatenated([encoded(table), second(table)]) is None
+    assert concatenated([encoded(table), encoded(table)], 10) is not None
+    assert concatenated([encoded(table), second(table)], n_rows) is None
 
 
 def test_one_file_is_not_concatenated() -> None:
-    assert concatenated([encoded(pa.table({"v": [1]}))]) is None
+    assert concatenated([encoded(pa.table({"v": [1]}))], 1) is None
 
 
 def test_unordered_statistics_are_refused() -> None:
     decimals = pa.table({"d": pa.array([1, -2], pa.decimal128(5, 0))})
-    assert concatenated([encoded(decimals), encoded(decimals)]) is None
+    assert concatenated([encoded(decimals), encoded(decimals)], 4) is None
 
 
 @settings(deadline=None, max_examples=300)
@@ -208,7 +210,7 @@ def test_damaged_footers_never_raise(data: st.DataObject) -> None:
         position = data.draw(st.integers(len(damaged) - 8 - size, len(damaged) - 1))
         damaged[position] = data.draw(st.integers(0, 255))
     files = [bytes(damaged), encoded(table)]
-    result = concatenated(files)
+    result = concatenated(files, 10)
     if result is not None:
         assert len(result) <= sum(len(file) for file in files) + 4096
 
@@ -262,8 +264,8 @@ def test_coalescing_writes_copy_pages_and_read_back(
     calls: list[bool] = []
     real = stitch_module.concatenate_row_groups
 
-    def spy(files: Any) -> Any:
-        result = real(files)
+    def spy(files: Any, n_rows: int) -> Any:
+        result = real(files, n_rows)
         calls.append(result is not None)
         return result
 
@@ -286,7 +288,7 @@ def test_writes_that_are_not_plain_appends_encode_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[object] = []
-    monkeypatch.setattr("oupsish.writer.concatenate_row_groups", lambda files: calls.append(1))
+    monkeypatch.setattr("oupsish.writer.concatenate_row_groups", lambda *args: calls.append(1))
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     for step in range(4):  # duplicates may drop stored rows: rows are merged, not copied
         ds.write(
@@ -301,3 +303,16 @@ def test_writes_that_are_not_plain_appends_encode_again(
         strings.write(df=frame(step * 10, 10).assign(s="x"), max_n_off_target_rgs=2)
     assert calls == []
     assert len(ds.read()) == 43
+
+
+def test_a_tail_file_that_lost_rows_is_not_copied(tmp_path: Path) -> None:
+    # The handle kept the rows it wrote; a file on disk that no longer holds them (damaged,
+    # replaced) must not be copied into the merged row group.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    frames = [frame(step * 10, 10) for step in range(3)]
+    for df in frames[:2]:
+        ds.write(df=df, row_group_target_size=40, max_n_off_target_rgs=1)
+    tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
+    pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
+    ds.write(df=frames[2], row_group_target_size=40, max_n_off_target_rgs=1)
+    assert_same_rows(ds.to_pandas(), pd.concat(frames, ignore_index=True))
