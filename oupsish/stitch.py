@@ -92,6 +92,8 @@ _decoded: OrderedDict[bytes, Struct] = OrderedDict()
 _decoded_lock = threading.Lock()
 DECODED_FOOTERS = 256
 """Footers kept decoded (a few kB each): a coalesced file's footer is decoded once."""
+MAX_FOOTER_BYTES = 16 * 2**20
+"""Larger footers are not read: ours take a few kB, a damaged length could claim GBs."""
 
 
 def _remember(footer: bytes, metadata: Struct) -> None:
@@ -108,7 +110,7 @@ def _footer(source: Source) -> tuple[Struct, int]:
     _require(len(tail) == 8 and tail[4:] == MAGIC)
     (size,) = struct.unpack("<I", tail[:4])
     start = source.size - 8 - size
-    _require(start >= 4)
+    _require(start >= 4 and size <= MAX_FOOTER_BYTES)
     footer = bytes(source.read(start, size))
     _require(len(footer) == size)
     with _decoded_lock:
@@ -120,8 +122,8 @@ def _footer(source: Source) -> tuple[Struct, int]:
     return metadata, start
 
 
-def _sort_key(element: Struct) -> Callable[[bytes], Any]:
-    """How the statistics of a leaf column order (raw min/max bytes to a comparable)."""
+def _sort_key(element: Struct) -> tuple[Callable[[bytes], Any], bool]:
+    """How the statistics of a leaf column order: raw bytes to a comparable, and if signed."""
     physical = element.get(1)
     converted = element.get(6)
     logical = element.get(10)
@@ -134,7 +136,7 @@ def _sort_key(element: Struct) -> Callable[[bytes], Any]:
         code = {(_INT32, False): "<i", (_INT32, True): "<I", (_INT64, False): "<q"}.get(
             (physical, unsigned), "<Q"
         )
-        return lambda raw: struct.unpack(code, raw)[0]
+        return (lambda raw: struct.unpack(code, raw)[0]), not unsigned
     if physical in (_FLOAT, _DOUBLE):
         code = "<f" if physical == _FLOAT else "<d"
 
@@ -143,13 +145,13 @@ def _sort_key(element: Struct) -> Callable[[bytes], Any]:
             _require(value == value)  # NaN has no place in statistics
             return value
 
-        return number
+        return number, True
     if physical == _BOOLEAN:
-        return lambda raw: raw[0]
+        return (lambda raw: raw[0]), True
     if physical == _BYTE_ARRAY:
         decimal = converted == _DECIMAL_CONVERTED_TYPE or logical_kind == _DECIMAL_LOGICAL_TYPE
         _require(not decimal)  # signed two's complement: not a byte-wise order
-        return bytes
+        return bytes, False
     raise _RefusedError  # INT96, FIXED_LEN_BYTE_ARRAY: orders we do not merge
 
 
@@ -158,14 +160,17 @@ def _leaves(schema: list[Struct]) -> list[Struct]:
 
 
 def _merge_statistics(
-    parts: list[Struct], values: list[int], key: Callable[[bytes], Any]
+    parts: list[Struct], values: list[int], key: Callable[[bytes], Any], signed: bool
 ) -> Struct:
     """Merge a column's statistics over the files (``values``: its values in each)."""
     merged = Struct()
     counts = [part.get(3) for part in parts]
     if all(count is not None for count in counts):
         merged.set(3, I64, sum(counts))
-    for max_id, min_id in ((1, 2), (5, 6)):
+    # The deprecated min and max (1, 2) follow a signed order whatever the type: writers
+    # only fill them for types that sort signed, and only those are merged.
+    pairs = ((1, 2), (5, 6)) if signed else ((5, 6),)
+    for max_id, min_id in pairs:
         maxs, mins, complete = [], [], True
         for part, n_values, count in zip(parts, values, counts, strict=True):
             if max_id in part.fields and min_id in part.fields:
@@ -202,7 +207,9 @@ def _merge_encoding_stats(parts: list[Struct]) -> list[Struct]:
     return merged
 
 
-def _column(columns: list[Struct], start: int, key: Callable[[bytes], Any]) -> Struct:
+def _column(
+    columns: list[Struct], start: int, order: tuple[Callable[[bytes], Any], bool]
+) -> Struct:
     """Merge the metadata of one column's chunks, copied back to back from ``start``."""
     first = columns[0]
     merged = Struct()
@@ -225,7 +232,7 @@ def _column(columns: list[Struct], start: int, key: Callable[[bytes], Any]) -> S
     merged.set(9, I64, start)
     statistics = [column.get(12) for column in columns]
     if all(isinstance(part, Struct) for part in statistics):
-        merged.set(12, STRUCT, _merge_statistics(statistics, n_values, key))
+        merged.set(12, STRUCT, _merge_statistics(statistics, n_values, *order))
     if all(13 in column.fields for column in columns):
         merged.set(13, LIST, (STRUCT, _merge_encoding_stats(columns)))
     return merged
@@ -273,9 +280,8 @@ def _stitch(files: Sequence[Source], n_rows: int) -> list[Piece]:
     group.set(1, LIST, (STRUCT, merged_chunks))
     group.set(2, I64, sum(row_group.get(2) for row_group in row_groups))
     group.set(3, I64, sum(row_group.get(3) for row_group in row_groups))
-    for field_id in (4,):  # sorting_columns: the last file's
-        if field_id in row_groups[-1].fields:
-            group.fields[field_id] = row_groups[-1].fields[field_id]
+    if 4 in row_groups[-1].fields:  # sorting_columns: the last file's
+        group.fields[4] = row_groups[-1].fields[4]
     if 5 in row_groups[0].fields:
         group.set(5, I64, len(MAGIC))
     if all(6 in row_group.fields for row_group in row_groups):
