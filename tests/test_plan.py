@@ -91,6 +91,15 @@ def test_coalescing_completes_a_row_group_rather_than_burying_a_small_one() -> N
     assert plan([0], [3], [4], list(range(4, 14)), max_off=3) == [Window(0, 1, 0, 10)]
 
 
+def test_an_on_target_group_is_completed_only_with_one_off_target_group_allowed() -> None:
+    # Target 10: 9 rows are on target (>= 8). With max_off=1 the last group is completed
+    # first; with more allowed, it stays as it is and the new row starts a group.
+    assert plan([0], [8], [9], [9], max_off=1) == [Window(0, 1, 0, 1)]
+    assert plan([0], [8], [9], [9], max_off=2) == [Window(1, 1, 0, 1)]
+    # An off-target group is still merged when that completes a row group.
+    assert plan([0], [6], [7], [7, 8, 9], max_off=2) == [Window(0, 1, 0, 3)]
+
+
 def test_resizing_without_new_rows() -> None:
     # Two small groups together reach the target: merged; an on-target group is left alone.
     windows = plan([0, 10, 15], [9, 14, 19], [10, 5, 5], [], max_off=1)
