@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["FileRange", "SyncedFile", "background", "fsync_path"]
+__all__ = ["FileRange", "SyncedFile", "background", "fsync_path", "read_at"]
 
 _T = TypeVar("_T")
 
@@ -98,7 +98,8 @@ class SyncedFile(io.RawIOBase):
         if self._fd is None:
             if self._before_create is not None:
                 self._before_create()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            self._fd = os.open(self.path, flags, 0o644)
         return self._fd
 
     def write(self, data: Any) -> int:
@@ -129,7 +130,7 @@ class SyncedFile(io.RawIOBase):
         if self._sync and (flushing is None or flushing.done()):
             if flushing is not None:
                 flushing.result()  # an error flushing an earlier piece fails the file
-            self._flushing = background(os.fdatasync, fd)
+            self._flushing = background(_flush_data, fd)
 
     def copy(self, source: FileRange) -> None:
         """Append a range of another file, copied by the kernel where it can."""
@@ -143,7 +144,7 @@ class SyncedFile(io.RawIOBase):
             except (AttributeError, OSError) as error:  # not Linux, or not these files
                 if isinstance(error, OSError) and error.errno not in _NO_KERNEL_COPY:
                     raise
-                copied = self._write_all(fd, os.pread(source.fd, end - offset, offset))
+                copied = self._write_all(fd, read_at(source.fd, end - offset, offset))
             if copied == 0:
                 raise OSError(f"'{self.path}': the file to copy from ended early")
             offset += copied
@@ -181,6 +182,20 @@ class SyncedFile(io.RawIOBase):
             if self._flushing is not None:
                 self._flushing.exception()  # wait: the descriptor must outlive its fsync
             os.close(fd)
+
+
+def read_at(fd: int, length: int, offset: int) -> bytes:
+    """Read up to ``length`` bytes at ``offset`` of an open file (``pread`` where it exists)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows: no pread
+    return os.read(fd, length)
+
+
+def _flush_data(fd: int) -> None:
+    """``fdatasync``, or ``fsync`` where there is none (macOS, Windows)."""
+    flush = getattr(os, "fdatasync", None) or os.fsync
+    flush(fd)
 
 
 def _fsync_and_close(fd: int, flushing: Future[None] | None) -> None:

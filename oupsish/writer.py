@@ -32,7 +32,7 @@ from oupsish.commit import (
     metadata_signature,
     read_snapshot,
 )
-from oupsish.durable import FileRange
+from oupsish.durable import FileRange, read_at
 from oupsish.errors import CorruptDatasetError, OrderedOnMismatchError
 from oupsish.frames import (
     OrderedOn,
@@ -411,7 +411,7 @@ def _stitched(
 
 
 def _reader(file: BinaryIO) -> Callable[[int, int], bytes]:
-    return lambda offset, length: os.pread(file.fileno(), length, offset)
+    return lambda offset, length: read_at(file.fileno(), length, offset)
 
 
 def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:

@@ -167,3 +167,24 @@ def test_a_range_past_the_end_of_its_file_fails(tmp_path: Path) -> None:
     with open(source, "rb") as opened, pytest.raises(OSError, match="ended early"):
         file.copy(FileRange(opened.fileno(), 5, 10))
     file.abandon()
+
+
+def test_without_fdatasync_nor_pread_files_are_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on macOS (no fdatasync) and Windows (no pread either).
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    monkeypatch.delattr(os, "pread", raising=False)
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    synced = counting(monkeypatch, "fsync")
+    source = tmp_path / "source"
+    source.write_bytes(bytes(range(256)) * 64)
+    data = table()
+    parquet_io.write_file(tmp_path / "f.parquet", data, parquet_io.ParquetOptions(), True).result()
+    assert pq.read_table(tmp_path / "f.parquet").equals(data)
+    assert len(synced) >= 2  # pieces flushed with fsync, then the last fsync
+    file = SyncedFile(tmp_path / "g", sync=True)
+    with open(source, "rb") as opened:
+        file.copy(FileRange(opened.fileno(), 10, 1000))
+        file.finish().result()
+    assert (tmp_path / "g").read_bytes() == source.read_bytes()[10:1010]
