@@ -290,7 +290,7 @@ def _stitch(files: Sequence[Source], n_rows: int) -> list[Piece]:
         group.fields[7] = (row_groups[0].fields[7][0], 0)
 
     footer = Struct(dict(last.fields))
-    footer.set(3, I64, sum(metadata.get(3) for metadata in metadatas))
+    footer.set(3, I64, n_rows)
     footer.set(4, LIST, (STRUCT, [group]))
     encoded = encode(footer)
     _remember(encoded, footer)  # the next coalescing write reads it again

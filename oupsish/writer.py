@@ -354,7 +354,7 @@ def _write_chunk(
     *,
     chunk: pa.Table,
     parquet: ParquetOptions,
-    encoded: list[bytes | FileRange] | None,
+    encoded: list[bytes | memoryview | FileRange] | None,
 ) -> Future[None]:
     return parquet_io.write_file(path, chunk, parquet, sync, before_create, encoded)
 
@@ -370,14 +370,15 @@ def _appends(existing: pa.Table, new: pa.Table, column: str) -> bool:
 
 @contextlib.contextmanager
 def _stitched(
-    txn: Transaction, indices: range, new: pa.Table, parquet: ParquetOptions
-) -> Iterator[list[bytes | FileRange] | None]:
+    txn: Transaction, indices: range, new: pa.Table, parquet: ParquetOptions, n_rows: int
+) -> Iterator[list[bytes | memoryview | FileRange] | None]:
     """Give the file of the row groups ``indices`` followed by ``new``, in pieces.
 
     Their pages are copied, not encoded again (:mod:`oupsish.stitch`): coalescing small
     writes then costs about what their bytes cost to copy, by the kernel, file to file.
-    ``None`` when the files or the options do not allow it. The files stay open until
-    the block ends.
+    ``None`` when the files or the options do not allow it, or when the files do not hold
+    the ``n_rows`` rows (with ``new``'s) that the snapshot records. The files stay open
+    until the block ends.
     """
     if not parquet_io.can_concatenate(new.schema, parquet):
         yield None
@@ -393,17 +394,15 @@ def _stitched(
             yield None  # the usual path reports a missing file, or reads from the tail cache
             return
         encoded = parquet_io.encode(new, parquet).to_pybytes()
-        # Files that do not hold the rows the snapshot records are not copied.
-        n_rows = int(txn.snapshot.n_rows[list(indices)].sum()) + new.num_rows
         pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)], n_rows)
         if pieces is None:
             yield None
             return
-        last = len(files)
+        last, view = len(files), memoryview(encoded)
         yield [
             piece
             if isinstance(piece, bytes)
-            else encoded[piece.offset : piece.offset + piece.length]
+            else view[piece.offset : piece.offset + piece.length]
             if piece.source == last
             else FileRange(files[piece.source].fileno(), piece.offset, piece.length)
             for piece in pieces
@@ -546,7 +545,9 @@ def _encode_window(
     ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
     with (
-        _stitched(txn, indices, new, parquet) if appends else contextlib.nullcontext(None)
+        _stitched(txn, indices, new, parquet, merged.num_rows)
+        if appends
+        else contextlib.nullcontext(None)
     ) as stitched:
         for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
             chunk = merged.slice(start, end - start)
