@@ -197,17 +197,19 @@ def _check_bounds(
 def _values_at(column: pa.ChunkedArray[Any], positions: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """Return ``ordered_values`` of a few rows of a chunked column.
 
-    ``take`` on a chunked column costs about a millisecond per million rows whatever the
-    number of positions; for a few positions, slicing their chunks is much cheaper.
+    Not ``column.take``: it first concatenates the chunks, and that fresh allocation of the
+    whole column cost ~250 ms after reading 5,000 row groups (10M rows). Slicing the chunks
+    costs a few microseconds a position.
     """
-    if len(positions) > 256 or column.num_chunks == 0:
-        return ordered_values(column.take(pa.array(positions, pa.int64())))
+    if column.num_chunks == 0:
+        return ordered_values(column)
     arrays = column.chunks
     offsets = np.cumsum([0, *(len(array) for array in arrays)])
     which = np.searchsorted(offsets, positions, side="right") - 1
+    starts = offsets[which]
     pieces = [
-        arrays[int(index)].slice(int(position - offsets[index]), 1)
-        for index, position in zip(which, positions, strict=True)
+        arrays[index].slice(offset, 1)
+        for index, offset in zip(which.tolist(), (positions - starts).tolist(), strict=True)
     ]
     return ordered_values(pa.concat_arrays(pieces))
 

@@ -80,6 +80,25 @@ def test_swapped_content_is_caught_by_counts_and_bounds(tmp_path: Path) -> None:
         ds.to_pandas()
 
 
+@pytest.mark.parametrize("n_row_groups", [3, 300])
+def test_reads_catch_a_file_replaced_by_one_with_as_many_rows(
+    tmp_path: Path, n_row_groups: int
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    n_rows = 10 * n_row_groups
+    ds.write(
+        df=pd.DataFrame({"ts": np.arange(n_rows), "v": np.arange(n_rows / 1)}),
+        row_group_target_size=10,
+    )
+    victim = files(ds)[n_row_groups - 2]
+    pq.write_table(pq.read_table(files(ds)[-1]), victim)  # 10 rows, the last row group's values
+    with pytest.raises(CorruptDatasetError, match=f"'{victim.name}' holds 'ts' values from"):
+        ds.to_pandas()
+    with pytest.raises(CorruptDatasetError, match=f"'{victim.name}'"):
+        ds.to_arrow(columns=["ts"])
+    assert ds[:1].to_pandas()["ts"].tolist() == list(range(10))
+
+
 def test_schema_and_sorting(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
     first = files(ds)[0]
