@@ -58,10 +58,10 @@ class Source:
     """A Parquet file to concatenate: its size, and how to read ``length`` bytes at ``offset``."""
 
     size: int
-    read: Callable[[int, int], bytes]
+    read: Callable[[int, int], bytes | memoryview]
 
     @classmethod
-    def of_bytes(cls, data: bytes) -> Source:
+    def of_bytes(cls, data: bytes | memoryview) -> Source:
         """Return the source of a file held in memory."""
         return cls(len(data), lambda offset, length: data[offset : offset + length])
 

@@ -393,12 +393,12 @@ def _stitched(
         except OSError:
             yield None  # the usual path reports a missing file, or reads from the tail cache
             return
-        encoded = parquet_io.encode(new, parquet).to_pybytes()
+        encoded = memoryview(parquet_io.encode(new, parquet))  # no copy into bytes
         pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)], n_rows)
         if pieces is None:
             yield None
             return
-        last, view = len(files), memoryview(encoded)
+        last, view = len(files), encoded
         yield [
             piece
             if isinstance(piece, bytes)
@@ -413,10 +413,15 @@ def _reader(file: BinaryIO) -> Callable[[int, int], bytes]:
     return lambda offset, length: read_at(file.fileno(), length, offset)
 
 
-def _read_existing(txn: Transaction, indices: range, schema: pa.Schema | None) -> pa.Table:
+def _read_existing(
+    txn: Transaction,
+    indices: range,
+    schema: pa.Schema | None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
     """Read row groups to rewrite; damaged or missing files refuse the write, loudly."""
     try:
-        return read_row_groups(txn.paths, txn.snapshot, schema, indices)
+        return read_row_groups(txn.paths, txn.snapshot, schema, indices, columns)
     except FileNotFoundError as error:
         # Under the writers' lock, a file the snapshot lists cannot vanish by a race.
         raise CorruptDatasetError(
@@ -491,6 +496,64 @@ class TailCache:
         self.tables, self.snapshot = kept, snapshot
 
 
+def _stitch_append(
+    txn: Transaction,
+    window: Window,
+    prepared: Prepared,
+    parquet: ParquetOptions,
+    commit: int,
+    column: str,
+) -> pa.Table | None:
+    """Stage a window that appends new rows to stored row groups, as one row group.
+
+    The stored pages are copied (:func:`_stitched`), so of the stored rows only the
+    ordered column is read: it places the row-group boundaries. A write coalescing 1M new
+    rows into 3M stored ones no longer holds the 3M rows in memory. Returns the new row
+    group's statistics, or ``None`` (nothing staged) when the window does not qualify:
+    its rows are then merged and encoded.
+    """
+    snapshot, table = txn.snapshot, prepared.table
+    if (
+        table is None
+        or prepared.duplicate_subset is not None
+        or window.n_new == 0
+        or window.rg_end == window.rg_start
+        or table.schema != prepared.schema
+        or not parquet_io.can_concatenate(table.schema, parquet)
+        or not bool(snapshot.maxs[window.rg_end - 1] <= prepared.new_values[window.new_start])
+    ):
+        return None
+    indices = range(window.rg_start, window.rg_end)
+    new = table.slice(window.new_start, window.n_new)
+    stored = _read_existing(txn, indices, prepared.schema, [column]).column(column)
+    ordered = pa.chunked_array([*stored.chunks, *new.column(column).chunks], type=stored.type)
+    if len(prepared.target.split_offsets(ordered_values(ordered))):
+        return None  # more than one row group
+    keys = allocate_keys(
+        snapshot.position_key(window.rg_start - 1),
+        snapshot.position_key(window.rg_end),
+        1,
+        snapshot.top_width,
+    )
+    if keys is None:  # make_room_before_first prevents this
+        raise AssertionError(f"no file name available for {window}")
+    n_rows = len(ordered)
+    with _stitched(txn, indices, new, parquet, n_rows) as stitched:
+        if stitched is None:
+            return None
+        name = format_name(keys[0], snapshot.top_width, commit)
+        txn.stage(
+            name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
+        )
+    return stats_table(
+        [name],
+        [n_rows],
+        ordered.slice(0, 1).combine_chunks(),
+        ordered.slice(n_rows - 1, 1).combine_chunks(),
+        ordered.type,
+    )
+
+
 def _encode_window(
     txn: Transaction,
     window: Window,
@@ -510,6 +573,9 @@ def _encode_window(
     indices = range(window.rg_start, window.rg_end)
     existing = tail.get(snapshot, [snapshot.file_names[index] for index in indices])
     if existing is None:
+        stitched_stats = _stitch_append(txn, window, prepared, parquet, commit, column)
+        if stitched_stats is not None:
+            return stitched_stats
         existing = _read_existing(txn, indices, schema)
     new = (
         prepared.table.slice(window.new_start, window.n_new)
@@ -647,6 +713,10 @@ def execute(
     )
 
 
+RELEASE_AFTER_BYTES = 16 * 2**20
+"""Writes of this much data hand the memory Arrow's allocator kept back to the system."""
+
+
 def write_dataset(
     paths: DatasetPaths,
     df: object,
@@ -692,4 +762,9 @@ def write_dataset(
             if tail is not None and n_off is not None:
                 ranges = memory_ranges(prepared.table) if prepared.table is not None else []
                 tail.keep(base, successor, max(1, n_off) + 1, written, ranges)
-        return txn.signature, txn.snapshot
+        committed = txn.signature, txn.snapshot
+    if prepared.table is not None and prepared.table.nbytes >= RELEASE_AFTER_BYTES:
+        # Arrow's allocator keeps what a large write freed; repeated large writes would
+        # otherwise hold several times their size.
+        pa.default_memory_pool().release_unused()
+    return committed

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oupsish import OrderedParquetDataset
+from oupsish import CorruptDatasetError, OrderedParquetDataset
 from oupsish import stitch as stitch_module
 from oupsish.stitch import Source, concatenate_row_groups
 from oupsish.testing import assert_same_rows
@@ -316,3 +316,45 @@ def test_a_tail_file_that_lost_rows_is_not_copied(tmp_path: Path) -> None:
     pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
     ds.write(df=frames[2], row_group_target_size=40, max_n_off_target_rgs=1)
     assert_same_rows(ds.to_pandas(), pd.concat(frames, ignore_index=True))
+
+
+def test_coalescing_from_a_fresh_handle_reads_only_the_ordered_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No rows kept in memory: the stored pages are copied, and only the ordered column is
+    # read, to place the row-group boundaries and check the stored files' bounds.
+    from oupsish import read, writer
+
+    columns_read: list[tuple[Any, list[int]]] = []
+    real = read.read_row_groups
+
+    def spy(paths: Any, snapshot: Any, schema: Any, indices: Any, columns: Any = None) -> Any:
+        columns_read.append((columns, list(indices)))
+        return real(paths, snapshot, schema, indices, columns)
+
+    monkeypatch.setattr(writer, "read_row_groups", spy)
+    frames = [frame(step * 10, 10) for step in range(12)]
+    for df in frames:
+        OrderedParquetDataset(tmp_path / "ds", ordered_on="ts").write(
+            df=df, row_group_target_size=40, max_n_off_target_rgs=2
+        )
+    stored_reads = [columns for columns, indices in columns_read if indices]
+    assert stored_reads and all(columns == ["ts"] for columns in stored_reads)
+    ds = OrderedParquetDataset(tmp_path / "ds")
+    assert_same_rows(ds.to_pandas(), pd.concat(frames, ignore_index=True))
+    assert ds.verify() == []
+    assert ds.row_group_stats["n_rows"].tolist() == [40, 40, 40]
+
+
+def test_a_fresh_handle_refuses_to_coalesce_a_damaged_tail(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(2):
+        ds.write(df=frame(step * 10, 10), row_group_target_size=40, max_n_off_target_rgs=1)
+    tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
+    pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    fresh = OrderedParquetDataset(tmp_path / "ds")
+    with pytest.raises(CorruptDatasetError, match="hold 5 rows where the metadata records"):
+        fresh.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
+    after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
