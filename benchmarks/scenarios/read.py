@@ -33,7 +33,7 @@ def run(ctx: Context) -> None:
         )
     folder = str(path)
     files = [str(file) for file in dataset_files(ds)]
-    repeats = ctx.repeats + 2
+    repeats = 2 * ctx.repeats + 3  # reads take under a second and vary by 2x: more rounds
 
     def rate(label: str, ours: object, raw: object, target: str = "", floor: float = 0.0) -> None:
         ours_s, raw_s = paired(ours, raw, repeats)  # type: ignore[arg-type]
