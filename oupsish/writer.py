@@ -46,7 +46,7 @@ from oupsish.frames import (
 )
 from oupsish.io import ParquetOptions, read_schema
 from oupsish.metadata import key_value_update
-from oupsish.naming import allocate_keys, format_name, has_room_before
+from oupsish.naming import PositionKey, allocate_keys, format_name, has_room_before
 from oupsish.plan import (
     PeriodTarget,
     Target,
@@ -496,6 +496,19 @@ class TailCache:
         self.tables, self.snapshot = kept, snapshot
 
 
+def _window_keys(snapshot: Snapshot, window: Window, count: int) -> list[PositionKey]:
+    """Return ``count`` ordered file keys for the row groups replacing ``window``'s."""
+    keys = allocate_keys(
+        snapshot.position_key(window.rg_start - 1),
+        snapshot.position_key(window.rg_end),
+        count,
+        snapshot.top_width,
+    )
+    if keys is None:  # make_room_before_first prevents this
+        raise AssertionError(f"no file name available for {window}")
+    return keys
+
+
 def _stitch_append(
     txn: Transaction,
     window: Window,
@@ -529,19 +542,12 @@ def _stitch_append(
     ordered = pa.chunked_array([*stored.chunks, *new.column(column).chunks], type=stored.type)
     if len(prepared.target.split_offsets(ordered_values(ordered))):
         return None  # more than one row group
-    keys = allocate_keys(
-        snapshot.position_key(window.rg_start - 1),
-        snapshot.position_key(window.rg_end),
-        1,
-        snapshot.top_width,
-    )
-    if keys is None:  # make_room_before_first prevents this
-        raise AssertionError(f"no file name available for {window}")
+    (key,) = _window_keys(snapshot, window, 1)
     n_rows = len(ordered)
     with _stitched(txn, indices, new, parquet, n_rows) as stitched:
         if stitched is None:
             return None
-        name = format_name(keys[0], snapshot.top_width, commit)
+        name = format_name(key, snapshot.top_width, commit)
         txn.stage(
             name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
         )
@@ -594,14 +600,7 @@ def _encode_window(
     else:
         values = ordered_values(merged.column(column))
     bounds = [0, *prepared.target.split_offsets(values).tolist(), merged.num_rows]
-    keys = allocate_keys(
-        snapshot.position_key(window.rg_start - 1),
-        snapshot.position_key(window.rg_end),
-        len(bounds) - 1,
-        snapshot.top_width,
-    )
-    if keys is None:  # make_room_before_first prevents this
-        raise AssertionError(f"no file name available for {window}")
+    keys = _window_keys(snapshot, window, len(bounds) - 1)
     appends = (
         len(bounds) == 2
         and same_schema
