@@ -27,13 +27,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+# Re-exported: the scenarios take everything from here.
+from benchmarks.data import ORDERED_ON as ORDERED_ON
+from benchmarks.data import chunks as chunks
+from benchmarks.data import make_frame as make_frame
+from benchmarks.data import row_time as row_time
+
 REPO = Path(__file__).resolve().parents[1]
 FULL_ROWS = 10_000_000
 QUICK_ROWS = 500_000
-T0 = np.datetime64("2020-01-01T00:00:00", "ns")
-ORDERED_ON = "timestamp"
-VALUE_COLUMNS = ("a", "b", "c", "d")
-COLUMNS = (ORDERED_ON, *VALUE_COLUMNS, "n")
 ROW_BYTES = 48  # 6 columns of 8 bytes: what one row costs in a pandas frame
 # Encoding options of the package's default write (``compression="snappy"``), and the
 # cheapest one the issue's anchors were measured with.
@@ -45,36 +47,6 @@ PLAIN_ENCODING: dict[str, Any] = {"compression": "none", "use_dictionary": False
 
 
 # --- data -----------------------------------------------------------------------------------
-
-
-def make_frame(start_row: int, n_rows: int, *, seed: int = 0, offset_ms: int = 0) -> pd.DataFrame:
-    """Return rows ``[start_row, start_row + n_rows)`` of a synthetic ordered series.
-
-    Row ``r`` is stamped ``T0 + r seconds + jitter`` with a jitter of 0-999 whole
-    milliseconds, so timestamps are strictly increasing within a frame and across frames
-    of consecutive rows; ``offset_ms`` shifts a whole series. Values are seeded by
-    ``(seed, start_row)``: the same call always returns the same frame.
-    """
-    rng = np.random.default_rng([seed, start_row])
-    rows = np.arange(start_row, start_row + n_rows, dtype=np.int64)
-    ms = rows * 1000 + rng.integers(0, 1000, n_rows) + offset_ms
-    data: dict[str, Any] = {ORDERED_ON: T0 + ms.astype("timedelta64[ms]")}
-    for column in VALUE_COLUMNS:
-        data[column] = rng.standard_normal(n_rows)
-    data["n"] = rng.integers(0, 1_000_000, n_rows)
-    return pd.DataFrame(data)
-
-
-def row_time(row: float, *, offset_ms: int = 0) -> pd.Timestamp:
-    """Return the time at which row ``row`` starts (before its jitter)."""
-    return pd.Timestamp(T0 + np.timedelta64(int(row * 1000) + offset_ms, "ms"))
-
-
-def chunks(
-    n_chunks: int, chunk_rows: int, *, seed: int = 0, first_row: int = 0
-) -> list[pd.DataFrame]:
-    """Return consecutive frames of ``chunk_rows`` rows."""
-    return [make_frame(first_row + i * chunk_rows, chunk_rows, seed=seed) for i in range(n_chunks)]
 
 
 def frame_bytes(df: pd.DataFrame) -> int:
@@ -226,12 +198,19 @@ def peak_rss_bytes() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def run_job(name: str, params: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-    """Run ``benchmarks/jobs.py`` job ``name`` in a fresh interpreter; return its JSON reply.
+def run_job(
+    name: str,
+    params: dict[str, Any],
+    timeout: float = 1800,
+    python: str = sys.executable,
+    module: str = "benchmarks.jobs",
+) -> dict[str, Any]:
+    """Run job ``name`` of ``module`` in a fresh interpreter; return its JSON reply.
 
-    A fresh process makes peak-RSS figures independent of what the parent already holds.
+    A fresh process makes peak-RSS figures independent of what the parent already holds;
+    ``python`` may be another interpreter (the predecessor's, ``benchmarks.predecessor``).
     """
-    command = [sys.executable, "-m", "benchmarks.jobs", name, json.dumps(params)]
+    command = [python, "-m", module, name, json.dumps(params)]
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -371,6 +350,7 @@ class Context:
     out: Path
     recorder: Recorder
     profile: bool = False
+    oups_python: str | None = None  # an interpreter with the predecessor, oups 2025.12
 
     @property
     def factor(self) -> float:

@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="profile oupsish's side of each scenario with pyinstrument (text under OUT/profiles)",
     )
     parser.add_argument("--tmp", type=Path, default=None, help="parent of the temporary data")
+    parser.add_argument(
+        "--oups-python",
+        default=None,
+        metavar="PYTHON",
+        help="a Python with the predecessor (pip install oups==2025.12.1, Python 3.13): "
+        "live appends are also measured with it, in the same run",
+    )
     args = parser.parse_args(argv)
     if args.only:
         unknown = sorted(set(args.only.split(",")) - set(names))
@@ -93,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     begin = time.perf_counter()
     try:
-        ctx = Context(rows, args.quick, repeats, tmp, args.out, recorder, args.profile)
+        ctx = Context(
+            rows, args.quick, repeats, tmp, args.out, recorder, args.profile, args.oups_python
+        )
         for module in selected:
             settle()
             start, load = time.perf_counter(), os.getloadavg()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,6 +17,7 @@ from benchmarks.common import (
     median,
     percentile,
     remove_dataset,
+    run_job,
     settle,
     to_table,
 )
@@ -63,6 +65,7 @@ def run(ctx: Context) -> None:
     raw_lat = [value for run in raw_runs for value in run]
     raw_rate = n_chunks * CHUNK_ROWS / median([sum(run) for run in raw_runs])
 
+    ours_by_variant: dict[tuple[int, int, bool], tuple[float, float]] = {}
     for target, n_writes, fsync in variants:
         n_rows = n_writes * CHUNK_ROWS
         path = work / f"ds-{target}-{fsync}"
@@ -104,6 +107,7 @@ def run(ctx: Context) -> None:
             better="lower",
         )
         p95 = percentile(lat, 95)
+        ours_by_variant[(target, n_writes, fsync)] = (rows_per_s, p95)
         rec.add(
             NAME,
             f"p95 write latency, {label}",
@@ -140,6 +144,8 @@ def run(ctx: Context) -> None:
             f"{label}: {len(sizes)} row groups, {full_until} on target (0.8-1x), then "
             f"{tail.tolist()[:6]}{'...' if len(tail) > 6 else ''} rows still filling.",
         )
+    if ctx.oups_python:
+        _predecessor(ctx, work, ours_by_variant)
     rec.note(
         NAME,
         f"Chunks of {CHUNK_ROWS:,} rows, default encoding (snappy, no dictionary on "
@@ -149,3 +155,52 @@ def run(ctx: Context) -> None:
         "ratio to pyarrow.",
     )
     remove_dataset(work)
+
+
+def _predecessor(
+    ctx: Context, work: Path, ours: dict[tuple[int, int, bool], tuple[float, float]]
+) -> None:
+    """The same writes with the predecessor (``--oups-python``), after oupsish's."""
+    rows, version = [], "?"
+    for (target, n_writes, fsync), (rows_per_s, p95) in ours.items():
+        if not fsync:
+            continue
+        no_sync = ours.get((target, n_writes, False))
+        path = work / f"oups-{target}"
+        settle()
+        found = run_job(
+            "live_append",
+            {"path": str(path), "target": target, "n_writes": n_writes, "chunk_rows": CHUNK_ROWS},
+            python=ctx.oups_python or "",
+            module="benchmarks.predecessor",
+        )
+        remove_dataset(path)
+        version = found["version"]
+        theirs = n_writes * CHUNK_ROWS / found["seconds"]
+        rows.append(
+            [
+                f"{n_writes} writes, target {target:,} rows",
+                f"{theirs / 1e6:.2f}M rows/s, p95 {found['p95'] * 1e3:.1f} ms",
+                f"{rows_per_s / 1e6:.2f}M rows/s, p95 {p95 * 1e3:.1f} ms",
+                f"{rows_per_s / theirs:.2f}",
+                "-" if no_sync is None else f"{no_sync[0] / theirs:.2f}",
+            ]
+        )
+        ctx.recorder.detail(NAME, **{f"predecessor[{target}]": found})
+    ctx.recorder.table(
+        NAME,
+        [
+            "writes",
+            f"predecessor (oups {version}, no fsync)",
+            "oupsish (durable)",
+            "oupsish / predecessor",
+            "oupsish fsync=False / predecessor",
+        ],
+        rows,
+    )
+    ctx.recorder.note(
+        NAME,
+        "The predecessor ran in this run (--oups-python), on the same frames, after "
+        "oupsish; it does not fsync. Issue 4's anchor (130k rows/s, p95 188 ms) is what "
+        "it measured on the machine the issue was filed on.",
+    )
