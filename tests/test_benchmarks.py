@@ -1,0 +1,51 @@
+"""The benchmark suite still runs: a tiny-scale pass of some scenarios (figures not checked).
+
+Benchmarks are never timed tests; this only keeps ``benchmarks/run.py`` from rotting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_quick(out: Path, only: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "benchmarks/run.py",
+        "--quick",
+        "--scale",
+        "20000",
+        "--only",
+        only,
+        "--out",
+        str(out),
+        "--tmp",
+        str(out),
+    ]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_scenarios_run_and_save_their_figures(tmp_path: Path) -> None:
+    done = run_quick(tmp_path, "append,live_append,read,intersections")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [saved] = tmp_path.glob("results-*-quick.json")
+    results = json.loads(saved.read_text())
+    scenarios = {row["scenario"] for row in results["results"]}
+    assert scenarios == {"append", "live_append", "read", "intersections"}
+    assert all(row["oupsish"] is not None for row in results["results"])
+    assert (tmp_path / saved.name.replace(".json", ".md")).read_text().count("| metric |") == 4
+
+
+@pytest.mark.slow
+def test_every_scenario_runs(tmp_path: Path) -> None:
+    done = run_quick(
+        tmp_path, "append,live_append,insert,read,intersections,metadata,streaming,codecs"
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
