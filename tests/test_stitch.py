@@ -258,9 +258,9 @@ def frame(start: int, n: int) -> pd.DataFrame:
     return df
 
 
-def test_coalescing_writes_copy_pages_and_read_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def stitches(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each concatenation the writer attempts succeeds, in order."""
     calls: list[bool] = []
     real = stitch_module.concatenate_row_groups
 
@@ -270,11 +270,15 @@ def test_coalescing_writes_copy_pages_and_read_back(
         return result
 
     monkeypatch.setattr("oupsish.writer.concatenate_row_groups", spy)
+    return calls
+
+
+def test_coalescing_writes_copy_pages_and_read_back(tmp_path: Path, stitches: list[bool]) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     frames = [frame(step * 10, 10) for step in range(12)]
     for df in frames:
         ds.write(df=df, row_group_target_size=40, max_n_off_target_rgs=2)
-    assert calls and all(calls)
+    assert stitches and all(stitches)
     expected = pd.concat(frames, ignore_index=True)
     assert_same_rows(ds.to_pandas(), expected)
     assert_same_rows(pq.read_table(ds.dirpath).to_pandas(), expected)
@@ -358,3 +362,21 @@ def test_a_fresh_handle_refuses_to_coalesce_a_damaged_tail(tmp_path: Path) -> No
         fresh.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
     after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     assert after == before
+
+
+def test_fresh_handles_coalesce_into_periods(tmp_path: Path, stitches: list[bool]) -> None:
+    # Row groups of one minute: appends within the minute are copied into its row group,
+    # the first rows of the next minute start a new one.
+    frames = [frame(step * 20, 20) for step in range(9)]  # 180 s: minutes 0, 1 and 2
+    for df in frames:
+        OrderedParquetDataset(tmp_path / "ds", ordered_on="ts").write(
+            df=df, row_group_target_size="1min", max_n_off_target_rgs=2
+        )
+    ds = OrderedParquetDataset(tmp_path / "ds")
+    assert_same_rows(ds.to_pandas(), pd.concat(frames, ignore_index=True))
+    assert ds.verify() == []
+    stats = ds.row_group_stats
+    minutes = [ts.floor("min") for ts in stats["ordered_on_mins"]]
+    assert minutes == [ts.floor("min") for ts in stats["ordered_on_maxs"]]
+    assert len(set(minutes)) == len(minutes) == 3
+    assert stitches and all(stitches)
