@@ -87,7 +87,7 @@ def test_reads_catch_a_file_replaced_by_one_with_as_many_rows(
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     n_rows = 10 * n_row_groups
     ds.write(
-        df=pd.DataFrame({"ts": np.arange(n_rows), "v": np.arange(n_rows / 1)}),
+        df=pd.DataFrame({"ts": np.arange(n_rows), "v": np.arange(n_rows, dtype=float)}),
         row_group_target_size=10,
     )
     victim = files(ds)[n_row_groups - 2]
