@@ -4,7 +4,9 @@
 interpreter, which has neither oupsish nor pyarrow, builds the benchmarks' frames
 (:mod:`benchmarks.data`) and prints one JSON object::
 
-    PYTHON313 benchmarks/predecessor.py live_append '{"path": ..., "target": ..., ...}'
+    PYTHON313 -m benchmarks.predecessor live_append '{"path": ..., "target": ..., ...}'
+
+Jobs: ``append`` (scenario 1) and ``live_append`` (scenario 2).
 """
 
 from __future__ import annotations
@@ -41,11 +43,30 @@ def live_append(params: dict[str, Any]) -> dict[str, Any]:
         "p50": float(np.percentile(latencies, 50)),
         "p95": float(np.percentile(latencies, 95)),
         "row_groups": n_row_groups,
-        "version": sys.modules["oups"].__dict__.get("__version__", "?"),
+        "version": _version(),
     }
 
 
-JOBS = {"live_append": live_append}
+def append(params: dict[str, Any]) -> dict[str, Any]:
+    """Append ``n_chunks`` chunks, one write each, into row groups of ``target`` rows."""
+    from oups.store import OrderedParquetDataset
+
+    frames = chunks(params["n_chunks"], params["chunk_rows"])
+    dataset = OrderedParquetDataset(params["path"], ordered_on=ORDERED_ON)
+    start = time.perf_counter()
+    for frame in frames:
+        dataset.write(df=frame, row_group_target_size=params["target"])
+    seconds = time.perf_counter() - start
+    n_row_groups = len(dataset)
+    del dataset
+    return {"seconds": seconds, "row_groups": n_row_groups, "version": _version()}
+
+
+def _version() -> str:
+    return str(sys.modules["oups"].__dict__.get("__version__", "?"))
+
+
+JOBS = {"live_append": live_append, "append": append}
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="PYTHON",
         help="a Python with the predecessor (pip install oups==2025.12.1, Python 3.13): "
-        "live appends are also measured with it, in the same run",
+        "appends and live appends are also measured with it, in the same run",
     )
     args = parser.parse_args(argv)
     if args.only:
