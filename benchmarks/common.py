@@ -364,6 +364,21 @@ class Context:
     def workdir(self, scenario: str) -> Path:
         return fresh_dir(self.tmp / scenario)
 
+    def predecessor(self, job: str, path: Path, **params: Any) -> dict[str, Any]:
+        """Run ``job`` of ``benchmarks/predecessor.py`` on a dataset at ``path``, then remove it."""
+        if self.oups_python is None:
+            raise ValueError("the predecessor runs only with --oups-python")
+        settle()
+        try:
+            return run_job(
+                job,
+                {"path": str(path), **params},
+                python=self.oups_python,
+                module="benchmarks.predecessor",
+            )
+        finally:
+            remove_dataset(path)
+
     @contextlib.contextmanager
     def profiled(self, label: str) -> Iterator[None]:
         """Profile the block with pyinstrument when ``--profile`` is on (text under out/)."""

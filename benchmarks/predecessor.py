@@ -24,20 +24,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.data import ORDERED_ON, chunks
 
 
-def live_append(params: dict[str, Any]) -> dict[str, Any]:
-    """Write ``n_writes`` chunks one by one, coalesced with ``max_n_off_target_rgs=2``."""
+def _timed_writes(params: dict[str, Any], n_writes: int, **options: Any) -> tuple[Any, int]:
+    """Write ``n_writes`` chunks, one ``write`` each; return their seconds and the row groups."""
     from oups.store import OrderedParquetDataset  # type: ignore[import-not-found]
 
-    frames = chunks(params["n_writes"], params["chunk_rows"])
+    frames = chunks(n_writes, params["chunk_rows"])
     dataset = OrderedParquetDataset(params["path"], ordered_on=ORDERED_ON)
     seconds = []
     for frame in frames:
         start = time.perf_counter()
-        dataset.write(df=frame, row_group_target_size=params["target"], max_n_off_target_rgs=2)
+        dataset.write(df=frame, row_group_target_size=params["target"], **options)
         seconds.append(time.perf_counter() - start)
-    latencies = np.asarray(seconds)
     n_row_groups = len(dataset)
     del dataset  # its lock is released now, not at interpreter exit (a noisy warning)
+    return np.asarray(seconds), n_row_groups
+
+
+def live_append(params: dict[str, Any]) -> dict[str, Any]:
+    """Write ``n_writes`` chunks one by one, coalesced with ``max_n_off_target_rgs=2``."""
+    latencies, n_row_groups = _timed_writes(params, params["n_writes"], max_n_off_target_rgs=2)
     return {
         "seconds": float(latencies.sum()),
         "p50": float(np.percentile(latencies, 50)),
@@ -49,17 +54,8 @@ def live_append(params: dict[str, Any]) -> dict[str, Any]:
 
 def append(params: dict[str, Any]) -> dict[str, Any]:
     """Append ``n_chunks`` chunks, one write each, into row groups of ``target`` rows."""
-    from oups.store import OrderedParquetDataset
-
-    frames = chunks(params["n_chunks"], params["chunk_rows"])
-    dataset = OrderedParquetDataset(params["path"], ordered_on=ORDERED_ON)
-    start = time.perf_counter()
-    for frame in frames:
-        dataset.write(df=frame, row_group_target_size=params["target"])
-    seconds = time.perf_counter() - start
-    n_row_groups = len(dataset)
-    del dataset
-    return {"seconds": seconds, "row_groups": n_row_groups, "version": _version()}
+    latencies, n_row_groups = _timed_writes(params, params["n_chunks"])
+    return {"seconds": float(latencies.sum()), "row_groups": n_row_groups, "version": _version()}
 
 
 def _version() -> str:

@@ -20,8 +20,6 @@ from benchmarks.common import (
     interleaved,
     paired,
     remove_dataset,
-    run_job,
-    settle,
     to_table,
     tree_bytes,
 )
@@ -177,19 +175,9 @@ def run(ctx: Context) -> None:
         met=raw_s / ours_s >= 0.9,
     )
     if ctx.oups_python:
-        settle()
-        found = run_job(
-            "append",
-            {
-                "path": str(work / "oups"),
-                "n_chunks": N_CHUNKS,
-                "chunk_rows": chunk_rows,
-                "target": target,
-            },
-            python=ctx.oups_python,
-            module="benchmarks.predecessor",
+        found = ctx.predecessor(
+            "append", work / "oups", n_chunks=N_CHUNKS, chunk_rows=chunk_rows, target=target
         )
-        remove_dataset(work / "oups")
         theirs = n_rows / found["seconds"]
         rec.table(
             NAME,

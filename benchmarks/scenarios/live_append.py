@@ -17,7 +17,6 @@ from benchmarks.common import (
     median,
     percentile,
     remove_dataset,
-    run_job,
     settle,
     to_table,
 )
@@ -166,15 +165,13 @@ def _predecessor(
         if not fsync:
             continue
         no_sync = ours.get((target, n_writes, False))
-        path = work / f"oups-{target}"
-        settle()
-        found = run_job(
+        found = ctx.predecessor(
             "live_append",
-            {"path": str(path), "target": target, "n_writes": n_writes, "chunk_rows": CHUNK_ROWS},
-            python=ctx.oups_python or "",
-            module="benchmarks.predecessor",
+            work / f"oups-{target}",
+            target=target,
+            n_writes=n_writes,
+            chunk_rows=CHUNK_ROWS,
         )
-        remove_dataset(path)
         version = found["version"]
         theirs = n_writes * CHUNK_ROWS / found["seconds"]
         rows.append(
