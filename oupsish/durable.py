@@ -13,12 +13,13 @@ from __future__ import annotations
 import errno
 import io
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from oupsish.threads import LazyPool
 
 __all__ = ["FileRange", "SyncedFile", "background", "fsync_path", "read_at"]
 
@@ -27,18 +28,7 @@ _T = TypeVar("_T")
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 """Errors of ``copy_file_range`` that mean: copy through memory instead."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _forget_pool() -> None:
-    """In a forked child the threads are gone: the next write starts new ones."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+_fsync_threads = LazyPool(4, "oupsish-fsync")
 
 
 def background(function: Callable[..., _T], *args: Any) -> Future[_T]:
@@ -47,11 +37,7 @@ def background(function: Callable[..., _T], *args: Any) -> Future[_T]:
     They run system calls that release the GIL (``fsync``); a writer waits for its own
     futures only.
     """
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oupsish-fsync")
-        return _pool.submit(function, *args)
+    return _fsync_threads.submit(function, *args)
 
 
 def fsync_path(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -13,7 +15,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from oupsish.column_join import plan_groups
 from oupsish.durable import FileRange, SyncedFile
+from oupsish.parallel_encode import encode_in_parts
+from oupsish.threads import LazyPool
 
 __all__ = [
     "DEFAULT_COMPRESSION",
@@ -104,18 +109,82 @@ WRITE_BUFFER_BYTES = 512 * 2**10
 """The encoder's output reaches the file in pieces of this size (the last one smaller)."""
 
 
-def _encode(sink: pa.NativeFile, table: pa.Table, options: ParquetOptions) -> None:
+def _encode(
+    sink: pa.NativeFile,
+    table: pa.Table,
+    options: ParquetOptions,
+    before_close: Callable[[], None] | None = None,
+) -> None:
     extra = dict(options.extra)
     extra.setdefault("use_dictionary", _dictionary_columns(table.schema))
     compression: Any = options.compression or "none"  # a codec name pyarrow checks
     with pq.ParquetWriter(sink, table.schema, compression=compression, **extra) as writer:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
+        if before_close is not None:
+            before_close()
+
+
+def _cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+_encoders = LazyPool(min(_cpus(), 4), "oupsish-encode")
+
+PARALLEL_MIN_BYTES = 2 * 2**20
+"""Tables of fewer bytes are encoded on the calling thread: threads cost more than they save."""
+GROUP_BYTES = 8 * 2**20
+"""About this many bytes of columns are encoded as one part (:mod:`oupsish.parallel_encode`)."""
+
+
+def _column_groups(table: pa.Table, options: ParquetOptions) -> list[range] | None:
+    """Return runs of columns to encode on the encoder threads, ``None`` to encode here."""
+    n_workers = _encoders.max_workers
+    extra = options.extra
+    if (
+        n_workers < 2
+        or table.num_columns < 2
+        or table.nbytes < PARALLEL_MIN_BYTES
+        or extra.get("write_page_index")
+        or extra.get("sorting_columns")
+    ):
+        return None
+    n_groups = n_workers * max(1, round(table.nbytes / (n_workers * GROUP_BYTES)))
+    groups = plan_groups([column.nbytes for column in table.columns], n_groups)
+    return groups if len(groups) > 1 else None
+
+
+def _encode_to(write: Callable[[Any], object], table: pa.Table, options: ParquetOptions) -> bool:
+    """Encode ``table`` on the encoder threads, if worth it; return whether it was."""
+    groups = _column_groups(table, options)
+    if groups is None:
+        return False
+    encode_in_parts(
+        write,
+        table,
+        groups,
+        functools.partial(_encode_part, options=options),
+        _encoders,
+        WRITE_BUFFER_BYTES,
+    )
+    return True
+
+
+def _encode_part(
+    sink: pa.NativeFile,
+    table: pa.Table,
+    before_close: Callable[[], None],
+    *,
+    options: ParquetOptions,
+) -> None:
+    _encode(sink, table, options, before_close)
 
 
 def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
     """Return the Parquet file of ``table``, one row group, encoded in memory."""
     memory = pa.BufferOutputStream()
-    _encode(memory, table, options)
+    if not _encode_to(memory.write, table, options):
+        _encode(memory, table, options)
     return memory.getvalue()
 
 
@@ -150,7 +219,7 @@ def write_file(
                     file.copy(piece)
                 else:
                     file.write(piece)
-        else:
+        elif not _encode_to(file.write, table, options):
             buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
             _encode(buffered, table, options)
             buffered.close()
