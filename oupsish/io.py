@@ -16,8 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from oupsish.column_join import plan_groups
-from oupsish.durable import FileRange, SyncedFile
-from oupsish.parallel_encode import encode_in_parts
+from oupsish.durable import FileRange, SyncedFile, read_at
+from oupsish.parallel_encode import Sink, encode_in_parts
 from oupsish.threads import LazyPool
 
 __all__ = [
@@ -131,6 +131,9 @@ def _cpus() -> int:
 
 _encoders = LazyPool(min(_cpus(), 4), "oupsish-encode")
 
+RELEASE_AFTER_BYTES = 16 * 2**20
+"""Writes of this much data hand the memory Arrow's allocator kept back to the system."""
+
 PARALLEL_MIN_BYTES = 2 * 2**20
 """Tables of fewer bytes are encoded on the calling thread: threads cost more than they save."""
 GROUP_BYTES = 8 * 2**20
@@ -154,18 +157,22 @@ def _column_groups(table: pa.Table, options: ParquetOptions) -> list[range] | No
     return groups if len(groups) > 1 else None
 
 
-def _encode_to(write: Callable[[Any], object], table: pa.Table, options: ParquetOptions) -> bool:
+def _encode_to(
+    sink: Sink, table: pa.Table, options: ParquetOptions, spill_to: Path | None = None
+) -> bool:
     """Encode ``table`` on the encoder threads, if worth it; return whether it was."""
     groups = _column_groups(table, options)
     if groups is None:
         return False
     encode_in_parts(
-        write,
+        sink,
         table,
         groups,
         functools.partial(_encode_part, options=options),
         _encoders,
         WRITE_BUFFER_BYTES,
+        release=table.nbytes >= RELEASE_AFTER_BYTES,
+        spill_to=spill_to,
     )
     return True
 
@@ -182,10 +189,24 @@ def _encode_part(
 
 def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
     """Return the Parquet file of ``table``, one row group, encoded in memory."""
-    memory = pa.BufferOutputStream()
-    if not _encode_to(memory.write, table, options):
-        _encode(memory, table, options)
-    return memory.getvalue()
+    memory = _Memory()
+    if not _encode_to(memory, table, options):
+        _encode(memory.stream, table, options)
+    return memory.stream.getvalue()
+
+
+class _Memory:
+    """A :class:`~oupsish.parallel_encode.Sink` in memory."""
+
+    def __init__(self) -> None:
+        self.stream = pa.BufferOutputStream()
+
+    def write(self, data: Any) -> int:
+        self.stream.write(data)
+        return len(memoryview(data))
+
+    def copy(self, source: FileRange) -> None:
+        self.stream.write(read_at(source.fd, source.length, source.offset))
 
 
 def write_file(
@@ -219,7 +240,7 @@ def write_file(
                     file.copy(piece)
                 else:
                     file.write(piece)
-        elif not _encode_to(file.write, table, options):
+        elif not _encode_to(file, table, options, spill_to=path.parent):
             buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
             _encode(buffered, table, options)
             buffered.close()

@@ -16,31 +16,52 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
+import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, wait
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from oupsish.column_join import MAGIC, Part, joined_footer, split_footer
+from oupsish.durable import FileRange
 from oupsish.threads import LazyPool
 
-__all__ = ["EncodeTo", "encode_in_parts"]
+__all__ = ["EncodeTo", "Sink", "encode_in_parts"]
 
 EncodeTo = Callable[[pa.NativeFile, pa.Table, Callable[[], None]], None]
 """Encodes a table as a one-row-group Parquet file into a sink, calling the function given
 once the rows are handed over and only the end of the file (its footer) is left to write."""
 
 
-class _Relay:
-    """Writes the parts of one file in order, whichever thread finishes first."""
+HELD_IN_MEMORY = 4 * 2**20
+"""Bytes of the parts waiting for their turn held in memory at once; the rest is spilled.
 
-    def __init__(self, write: Callable[[Any], object], n_parts: int) -> None:
-        self._write = write
+Measured, streaming 48 MB chunks: peak RSS 2.8x of a chunk holding all in memory, 2.5x
+spilling all (2.2x on one thread), but the spilled writes were 15% slower."""
+
+
+class _Relay:
+    """Writes the parts of one file in order, whichever thread finishes first.
+
+    A part whose turn has not come is held in memory, beyond ``HELD_IN_MEMORY`` bytes in a
+    temporary file of ``spill_to`` (in the page cache rather than the process's memory).
+    """
+
+    def __init__(self, sink: Sink, n_parts: int, spill_to: Path | None) -> None:
+        self._sink = sink
+        self._spill_to = spill_to
+        self._spill: int | None = None  # the temporary file's descriptor
+        self._spilled = 0
+        self._in_memory = 0
         self._lock = threading.Lock()
         self._head = 0  # the part now written through
-        self._held: list[list[bytes]] = [[] for _ in range(n_parts)]
+        self._held: list[list[pa.Buffer | FileRange]] = [[] for _ in range(n_parts)]
         self._done = [False] * n_parts
         self._failed = False
 
@@ -49,9 +70,26 @@ class _Relay:
             if self._failed:
                 return
             if index == self._head:
-                self._guarded(data)
+                self._pass_on(data)
             else:
-                self._held[index].append(bytes(data))
+                self._held[index].append(self._hold(data))
+
+    def _hold(self, data: memoryview) -> pa.Buffer | FileRange:
+        spill = self._in_memory + len(data) > HELD_IN_MEMORY
+        if spill and self._spill is None and self._spill_to is not None:
+            self._spill, self._spill_to = _temporary_file(self._spill_to), None
+        if spill and self._spill is not None:
+            offset = self._spilled
+            while data:
+                written = os.pwrite(self._spill, data, self._spilled)
+                data, self._spilled = data[written:], self._spilled + written
+            return FileRange(self._spill, offset, self._spilled - offset)
+        # In Arrow's memory, which release_unused() hands back: Python's allocator keeps
+        # what threads freed (measured: +0.2-0.5x of a 48 MB chunk at peak).
+        held = pa.allocate_buffer(len(data))
+        memoryview(held).cast("B")[:] = data
+        self._in_memory += len(data)
+        return held
 
     def finish(self, index: int) -> None:
         with self._lock:
@@ -62,19 +100,41 @@ class _Relay:
                     held, self._held[self._head] = self._held[self._head], []
                     for piece in held:
                         if not self._failed:
-                            self._guarded(piece)
+                            self._pass_on(piece)
+                        if isinstance(piece, pa.Buffer):
+                            self._in_memory -= piece.size
 
     def fail(self) -> None:
         with self._lock:
             self._failed = True
             self._held = [[] for _ in self._held]
 
-    def _guarded(self, data: Any) -> None:
+    def close(self) -> None:
+        """Close the temporary file (it has no name: it is gone)."""
+        if self._spill is not None:
+            os.close(self._spill)
+            self._spill = None
+
+    def _pass_on(self, data: memoryview | pa.Buffer | FileRange) -> None:
         try:
-            self._write(data)
+            if isinstance(data, FileRange):
+                self._sink.copy(data)
+            else:
+                self._sink.write(data)
         except BaseException:
             self._failed = True
             raise
+
+
+def _temporary_file(folder: Path) -> int | None:
+    """Open a file without a name in ``folder`` (Linux), ``None`` where there is none."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR, 0o600)
+    except OSError:
+        return None
 
 
 class _PartSink(io.RawIOBase):
@@ -121,40 +181,85 @@ class _PartSink(io.RawIOBase):
 
 
 def _encode_part(
-    encode_to: EncodeTo, table: pa.Table, relay: _Relay, index: int, piece_bytes: int
+    encode_to: EncodeTo, table: pa.Table, relay: _Relay, index: int, options: _PartOptions
 ) -> Part:
     sink = _PartSink(relay, index)
     try:
-        stream = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), piece_bytes)
+        stream = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), options.piece_bytes)
         encode_to(stream, table, sink.hold_the_rest)
         stream.close()
         return sink.finish()
     except BaseException:
         relay.fail()
         raise
+    finally:
+        if options.release:
+            # Arrow's allocator keeps, per thread, what the encoder freed: without this,
+            # streaming 48 MB chunks peaked 0.5x of a chunk higher (measured).
+            pa.default_memory_pool().release_unused()
+
+
+@dataclass(frozen=True)
+class _PartOptions:
+    piece_bytes: int
+    release: bool
+
+
+class Sink(Protocol):
+    """Where the joined file goes: appended bytes, and ranges of files to copy."""
+
+    def write(self, data: Any) -> int:
+        """Append ``data`` (a buffer)."""
+
+    def copy(self, source: FileRange) -> None:
+        """Append a range of another file."""
 
 
 def encode_in_parts(
-    write: Callable[[Any], object],
+    sink: Sink,
     table: pa.Table,
     groups: list[range],
     encode_to: EncodeTo,
     threads: LazyPool,
     piece_bytes: int,
+    release: bool = False,
+    spill_to: Path | None = None,
 ) -> None:
     """Write the Parquet file of ``table``, its column ``groups`` encoded on ``threads``.
 
-    ``write`` receives the file's bytes in order, in pieces of up to ``piece_bytes``, from
-    the encoder threads; it is not called again once this function returns or raises.
+    ``sink`` receives the file in order, in pieces of up to ``piece_bytes``, from the
+    encoder threads; it is not called once this function returns or raises. With
+    ``release``, each thread hands the memory it freed back to the system when its part
+    is done. With ``spill_to``, a folder, parts waiting for their turn are held in a
+    temporary file there instead of in memory.
     """
-    relay = _Relay(write, len(groups))
-    futures: list[Future[Part]] = [
-        threads.submit(
-            _encode_part, encode_to, table.select(list(group)), relay, index, piece_bytes
-        )
-        for index, group in enumerate(groups)
-    ]
-    wait(futures)  # all of them, even after an error: none may write later
-    parts = [future.result() for future in futures]
+    options = _PartOptions(piece_bytes, release)
+    relay = _Relay(sink, len(groups), spill_to)
+    # A part starts once the part as many places before it is done: the parts held in
+    # memory, waiting for their turn, stay fewer than the threads.
+    waiting = iter(enumerate(groups))
+    started: deque[Future[Part]] = deque()
+
+    def start_next() -> None:
+        for index, group in itertools.islice(waiting, 1):
+            part_table = table.select(list(group))
+            started.append(
+                threads.submit(_encode_part, encode_to, part_table, relay, index, options)
+            )
+
+    for _ in range(threads.max_workers):
+        start_next()
+    parts: list[Part] = []
+    try:
+        while started:
+            parts.append(started[0].result())
+            started.popleft()
+            start_next()
+    except BaseException:
+        relay.fail()
+        wait(started)  # none may write once this function is left
+        raise
+    finally:
+        relay.close()
     arrow_schema = base64.b64encode(table.schema.serialize().to_pybytes())
-    write(joined_footer(parts, arrow_schema))
+    sink.write(joined_footer(parts, arrow_schema))

@@ -712,10 +712,6 @@ def execute(
     )
 
 
-RELEASE_AFTER_BYTES = 16 * 2**20
-"""Writes of this much data hand the memory Arrow's allocator kept back to the system."""
-
-
 def write_dataset(
     paths: DatasetPaths,
     df: object,
@@ -762,7 +758,7 @@ def write_dataset(
                 ranges = memory_ranges(prepared.table) if prepared.table is not None else []
                 tail.keep(base, successor, max(1, n_off) + 1, written, ranges)
         committed = txn.signature, txn.snapshot
-    if prepared.table is not None and prepared.table.nbytes >= RELEASE_AFTER_BYTES:
+    if prepared.table is not None and prepared.table.nbytes >= parquet_io.RELEASE_AFTER_BYTES:
         # Arrow's allocator keeps what a large write freed; repeated large writes would
         # otherwise hold several times their size.
         pa.default_memory_pool().release_unused()

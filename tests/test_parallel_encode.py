@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oupsish import OrderedParquetDataset
+from oupsish import OrderedParquetDataset, parallel_encode
 from oupsish import io as parquet_io
 from oupsish.column_join import JoinError, Part, joined_footer, plan_groups, split_footer
 from oupsish.durable import SyncedFile
@@ -112,10 +112,10 @@ def single_threaded(table: pa.Table, options: ParquetOptions) -> bytes:
 
 
 def in_parts(table: pa.Table, options: ParquetOptions, groups: list[range], piece: int) -> bytes:
-    out = bytearray()
+    memory = parquet_io._Memory()
     encode_to = functools.partial(parquet_io._encode_part, options=options)
-    encode_in_parts(out.extend, table, groups, encode_to, THREADS, piece)
-    return bytes(out)
+    encode_in_parts(memory, table, groups, encode_to, THREADS, piece)
+    return bytes(memory.stream.getvalue())
 
 
 @settings(max_examples=60, deadline=None)
@@ -184,9 +184,13 @@ def write_all(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.glob("file_*.parquet"))}
 
 
+@pytest.mark.parametrize("held_in_memory", [0, 1000, parallel_encode.HELD_IN_MEMORY])
 def test_datasets_written_in_parts_hold_the_same_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: None, held_in_memory: int
 ) -> None:
+    # Parts waiting for their turn are held in memory, or spilled to a temporary file.
+    monkeypatch.setattr(parallel_encode, "HELD_IN_MEMORY", held_in_memory)
+    monkeypatch.setattr(parquet_io, "WRITE_BUFFER_BYTES", 256)
     in_parts_files = write_all(tmp_path / "parts")
     monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 1 << 62)
     single_files = write_all(tmp_path / "single")
