@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from oupsish import OrderedParquetDataset, Store, faults, toplevel
+from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
 from oupsish.testing import assert_same_rows
 from oupsish.writer import detached, memory_ranges
@@ -137,8 +138,9 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_can_write(tmp_path: Path) -> None:
-    # The parent's background fsync thread does not exist in a forked child.
+def test_a_forked_child_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parent's background fsync and encoder threads do not exist in a forked child.
+    monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 0)  # every write on the encoders
     parent = OrderedParquetDataset(tmp_path / "parent", ordered_on="ts")
     parent.write(df=frame(0, 10))
     pid = os.fork()
