@@ -19,11 +19,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from oupsish.stitch import MAGIC
 from oupsish.thrift import BINARY, I32, I64, LIST, STRUCT, Struct, ThriftError, decode, encode
 
 __all__ = ["MAGIC", "JoinError", "Part", "joined_footer", "plan_groups", "split_footer"]
-
-MAGIC = b"PAR1"
 
 # Fields of the footer's structs (parquet.thrift) that a part may hold.
 _FILE_FIELDS = {1, 2, 3, 4, 5, 6, 7}  # version .. column_orders (8, 9: encryption)
