@@ -222,7 +222,9 @@ def write_file(
     The encoder issues two small writes per page; straight to a file, those system calls
     cost 25-35% of the encoding time, so its output is buffered into pieces of
     ``WRITE_BUFFER_BYTES``. With ``sync``, each piece is flushed to disk in the background
-    while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). The file is
+    while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). Tables of
+    ``PARALLEL_MIN_BYTES`` or more have their columns encoded on several threads
+    (:mod:`oupsish.parallel_encode`), into the same bytes. The file is
     created after ``before_create()`` returns, once the first piece is ready. ``encoded``,
     the file's bytes in pieces and ranges of other files to copy (:mod:`oupsish.stitch`),
     is written instead of encoding ``table``.
