@@ -16,8 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from oupsish.column_join import plan_groups
-from oupsish.durable import FileRange, SyncedFile, read_at
-from oupsish.parallel_encode import Sink, encode_in_parts
+from oupsish.durable import FileRange, SyncedFile
+from oupsish.parallel_encode import Spill, encode_in_parts
 from oupsish.threads import LazyPool
 
 __all__ = [
@@ -158,21 +158,24 @@ def _column_groups(table: pa.Table, options: ParquetOptions) -> list[range] | No
 
 
 def _encode_to(
-    sink: Sink, table: pa.Table, options: ParquetOptions, spill_to: Path | None = None
+    write: Callable[[Any], object],
+    table: pa.Table,
+    options: ParquetOptions,
+    spill: Spill | None = None,
 ) -> bool:
     """Encode ``table`` on the encoder threads, if worth it; return whether it was."""
     groups = _column_groups(table, options)
     if groups is None:
         return False
     encode_in_parts(
-        sink,
+        write,
         table,
         groups,
         functools.partial(_encode_part, options=options),
         _encoders,
         WRITE_BUFFER_BYTES,
         release=table.nbytes >= RELEASE_AFTER_BYTES,
-        spill_to=spill_to,
+        spill=spill,
     )
     return True
 
@@ -189,24 +192,10 @@ def _encode_part(
 
 def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
     """Return the Parquet file of ``table``, one row group, encoded in memory."""
-    memory = _Memory()
-    if not _encode_to(memory, table, options):
-        _encode(memory.stream, table, options)
-    return memory.stream.getvalue()
-
-
-class _Memory:
-    """A :class:`~oupsish.parallel_encode.Sink` in memory."""
-
-    def __init__(self) -> None:
-        self.stream = pa.BufferOutputStream()
-
-    def write(self, data: Any) -> int:
-        self.stream.write(data)
-        return len(memoryview(data))
-
-    def copy(self, source: FileRange) -> None:
-        self.stream.write(read_at(source.fd, source.length, source.offset))
+    memory = pa.BufferOutputStream()
+    if not _encode_to(memory.write, table, options):
+        _encode(memory, table, options)
+    return memory.getvalue()
 
 
 def write_file(
@@ -242,7 +231,7 @@ def write_file(
                     file.copy(piece)
                 else:
                     file.write(piece)
-        elif not _encode_to(file, table, options, spill_to=path.parent):
+        elif not _encode_to(file.write, table, options, Spill(path.parent, file.copy)):
             buffered = pa.BufferedOutputStream(pa.PythonFile(file, mode="w"), WRITE_BUFFER_BYTES)
             _encode(buffered, table, options)
             buffered.close()

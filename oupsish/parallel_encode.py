@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 
@@ -33,7 +33,7 @@ from oupsish.column_join import MAGIC, Part, joined_footer, split_footer
 from oupsish.durable import FileRange
 from oupsish.threads import LazyPool
 
-__all__ = ["EncodeTo", "Sink", "encode_in_parts"]
+__all__ = ["EncodeTo", "Spill", "encode_in_parts"]
 
 EncodeTo = Callable[[pa.NativeFile, pa.Table, Callable[[], None]], None]
 """Encodes a table as a one-row-group Parquet file into a sink, calling the function given
@@ -51,12 +51,13 @@ class _Relay:
     """Writes the parts of one file in order, whichever thread finishes first.
 
     A part whose turn has not come is held in memory, beyond ``HELD_IN_MEMORY`` bytes in a
-    temporary file of ``spill_to`` (in the page cache rather than the process's memory).
+    temporary file (in the page cache rather than the process's memory) when ``spill``
+    says where.
     """
 
-    def __init__(self, sink: Sink, n_parts: int, spill_to: Path | None) -> None:
-        self._sink = sink
-        self._spill_to = spill_to
+    def __init__(self, write: Callable[[Any], object], n_parts: int, spill: Spill | None) -> None:
+        self._write = write
+        self._spill_to = spill
         self._spill: int | None = None  # the temporary file's descriptor
         self._spilled = 0
         self._in_memory = 0
@@ -78,7 +79,7 @@ class _Relay:
     def _hold(self, data: memoryview) -> pa.Buffer | FileRange:
         spill = self._in_memory + len(data) > HELD_IN_MEMORY
         if spill and self._spill is None and self._spill_to is not None:
-            self._spill, self._spill_to = _temporary_file(self._spill_to), None
+            self._spill = _temporary_file(self._spill_to.folder)
         if spill and self._spill is not None:
             offset = self._spilled
             while data:
@@ -119,9 +120,10 @@ class _Relay:
     def _pass_on(self, data: memoryview | pa.Buffer | FileRange) -> None:
         try:
             if isinstance(data, FileRange):
-                self._sink.copy(data)
+                assert self._spill_to is not None  # only spilled parts are file ranges
+                self._spill_to.copy(data)
             else:
-                self._sink.write(data)
+                self._write(data)
         except BaseException:
             self._failed = True
             raise
@@ -206,36 +208,38 @@ class _PartOptions:
     release: bool
 
 
-class Sink(Protocol):
-    """Where the joined file goes: appended bytes, and ranges of files to copy."""
+@dataclass(frozen=True)
+class Spill:
+    """Where parts waiting for their turn may be spilled, and how to copy them back.
 
-    def write(self, data: Any) -> int:
-        """Append ``data`` (a buffer)."""
+    ``folder`` holds a temporary file without a name; ``copy`` appends a range of it to
+    the file being written.
+    """
 
-    def copy(self, source: FileRange) -> None:
-        """Append a range of another file."""
+    folder: Path
+    copy: Callable[[FileRange], None]
 
 
 def encode_in_parts(
-    sink: Sink,
+    write: Callable[[Any], object],
     table: pa.Table,
     groups: list[range],
     encode_to: EncodeTo,
     threads: LazyPool,
     piece_bytes: int,
     release: bool = False,
-    spill_to: Path | None = None,
+    spill: Spill | None = None,
 ) -> None:
     """Write the Parquet file of ``table``, its column ``groups`` encoded on ``threads``.
 
-    ``sink`` receives the file in order, in pieces of up to ``piece_bytes``, from the
+    ``write`` receives the file in order, in pieces of up to ``piece_bytes``, from the
     encoder threads; it is not called once this function returns or raises. With
     ``release``, each thread hands the memory it freed back to the system when its part
-    is done. With ``spill_to``, a folder, parts waiting for their turn are held in a
-    temporary file there instead of in memory.
+    is done. With ``spill``, parts waiting for their turn beyond ``HELD_IN_MEMORY`` bytes
+    are held in a temporary file instead of in memory.
     """
     options = _PartOptions(piece_bytes, release)
-    relay = _Relay(sink, len(groups), spill_to)
+    relay = _Relay(write, len(groups), spill)
     # A part starts once the part as many places before it is done: the parts waiting
     # for their turn stay fewer than the threads.
     waiting = iter(enumerate(groups))
@@ -263,4 +267,4 @@ def encode_in_parts(
     finally:
         relay.close()
     arrow_schema = base64.b64encode(table.schema.serialize().to_pybytes())
-    sink.write(joined_footer(parts, arrow_schema))
+    write(joined_footer(parts, arrow_schema))

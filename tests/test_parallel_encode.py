@@ -113,10 +113,10 @@ def single_threaded(table: pa.Table, options: ParquetOptions) -> bytes:
 
 
 def in_parts(table: pa.Table, options: ParquetOptions, groups: list[range], piece: int) -> bytes:
-    memory = parquet_io._Memory()
+    memory = pa.BufferOutputStream()
     encode_to = functools.partial(parquet_io._encode_part, options=options)
-    encode_in_parts(memory, table, groups, encode_to, THREADS, piece)
-    return bytes(memory.stream.getvalue())
+    encode_in_parts(memory.write, table, groups, encode_to, THREADS, piece)
+    return bytes(memory.getvalue())
 
 
 @settings(max_examples=60, deadline=None)
