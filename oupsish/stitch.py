@@ -309,5 +309,14 @@ def concatenate_row_groups(files: Sequence[Source], n_rows: int) -> list[Piece] 
         return None
     try:
         return _stitch(files, n_rows)
-    except (_RefusedError, ThriftError, KeyError, IndexError, TypeError, ValueError, struct.error):
+    except (
+        _RefusedError,
+        ThriftError,
+        AttributeError,  # a damaged footer puts a value where a struct belongs
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        struct.error,
+    ):
         return None
