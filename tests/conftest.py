@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,31 @@ def fixture_store(tmp_path: Path) -> Path:
     target = tmp_path / "oups_store"
     shutil.copytree(FIXTURES / "oups_store", target)
     return target
+
+
+FilesOpenUnder = Callable[[Path], list[str]]
+
+
+@pytest.fixture
+def files_open_under() -> FilesOpenUnder:
+    """What this process holds open in a folder: the targets of its descriptors there.
+
+    Counting all descriptors instead is flaky: pyarrow and the garbage collector close
+    files of earlier tests at any moment. A nameless temporary file shows as
+    ``<folder>/#<inode> (deleted)``.
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+
+    def files(folder: Path) -> list[str]:
+        found = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:  # closed meanwhile, or the listing's own descriptor
+                continue
+            if target.startswith(str(folder) + os.sep):
+                found.append(target)
+        return found
+
+    return files

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import FilesOpenUnder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,15 +200,16 @@ def test_datasets_written_in_parts_hold_the_same_files(
     assert in_parts_files == single_files
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 def test_no_descriptor_is_left_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parallel: None,
+    files_open_under: FilesOpenUnder,
 ) -> None:
     monkeypatch.setattr(parallel_encode, "HELD_IN_MEMORY", 0)  # every waiting part spilled
     table = pa.Table.from_pandas(frame(0, 50_000, 1), preserve_index=False)
-    before = len(os.listdir("/proc/self/fd"))
     parquet_io.write_file(tmp_path / "f.parquet", table, ParquetOptions(), sync=True).result()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert files_open_under(tmp_path) == []
     assert pq.read_table(tmp_path / "f.parquet").equals(table)
 
 
