@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -11,21 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from oupsish.column_join import plan_groups
 from oupsish.durable import FileRange, SyncedFile
 from oupsish.parallel_encode import Spill, encode_in_parts
-from oupsish.threads import LazyPool
+from oupsish.threads import LazyPool, cpu_count
 
 __all__ = [
     "DEFAULT_COMPRESSION",
     "ParquetOptions",
     "can_concatenate",
     "encode",
-    "read_files",
     "read_schema",
     "write_file",
 ]
@@ -124,12 +120,7 @@ def _encode(
             before_close()
 
 
-def _cpus() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-
-
-_encoders = LazyPool(min(_cpus(), 4), "oupsish-encode")
+_encoders = LazyPool(min(cpu_count(), 4), "oupsish-encode")
 
 RELEASE_AFTER_BYTES = 16 * 2**20
 """Writes of this much data hand the memory Arrow's allocator kept back to the system."""
@@ -244,74 +235,3 @@ def write_file(
 def read_schema(path: Path) -> pa.Schema:
     """Return the Arrow schema stored in a Parquet file."""
     return pq.read_schema(path)
-
-
-_PARQUET = pads.ParquetFileFormat()
-_LOCAL = pafs.LocalFileSystem()
-
-FEW_FILES = 8
-"""Up to this many files are read one by one: a pyarrow dataset costs milliseconds to set up."""
-
-
-STREAM_BUFFER_BYTES = 1 << 16
-"""Read buffer of a file's column chunks: pages are streamed through it."""
-
-
-def _read_whole(path: str | Path, columns: list[str] | None) -> pa.Table:
-    """Read a file's row groups, one chunk per column and row group.
-
-    Pages are streamed through small buffers: ``ParquetFile.read`` holds every column
-    chunk's bytes until the row group is decoded, about twice the row group's memory at
-    peak (measured: 49 MB of Arrow memory for a 24 MB row group, 32 MB streamed), for
-    the same speed.
-    """
-    file = pq.ParquetFile(path, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
-    schema = file.schema_arrow
-    if columns is not None:
-        # Like ParquetFile.read: columns the file lacks are left out.
-        fields = [schema.field(name) for name in columns if schema.get_field_index(name) >= 0]
-        schema = pa.schema(fields).with_metadata(schema.metadata)
-    n_rows = file.metadata.num_rows
-    batches = file.iter_batches(batch_size=max(n_rows, 1), columns=schema.names, use_threads=True)
-    return pa.Table.from_batches(list(batches), schema=schema)
-
-
-def _read_file(
-    path: str | Path, schema: pa.Schema | None, columns: Sequence[str] | None
-) -> pa.Table:
-    """Read one file as one chunk per column (``read_table`` would split it in batches)."""
-    if schema is None:
-        return _read_whole(path, None if columns is None else list(columns))
-    names = list(columns) if columns is not None else schema.names
-    target = pa.schema([schema.field(name) for name in names]).with_metadata(schema.metadata)
-    table = _read_whole(path, names)
-    if table.schema.equals(target, check_metadata=True):
-        return table
-    if table.column_names != names:
-        # Not a file this dataset wrote (a column missing, or more): pyarrow's dataset
-        # reader fills or drops columns as the schema says.
-        return pq.read_table(path, columns=names, schema=schema)
-    return table.cast(target)
-
-
-def read_files(
-    paths: Sequence[str | Path], schema: pa.Schema | None, columns: Sequence[str] | None = None
-) -> pa.Table:
-    """Read whole files, in the given order, into one table with ``schema``."""
-    if not paths:
-        if schema is None:
-            return pa.table({})
-        empty = schema.empty_table()
-        return empty.select(list(columns)) if columns is not None else empty
-    if len(paths) <= FEW_FILES:
-        return pa.concat_tables([_read_file(path, schema, columns) for path in paths])
-    files = [str(path) for path in paths]
-    if schema is None:
-        dataset = pads.dataset(files, format="parquet")
-    else:
-        # Unlike pads.dataset(files), no stat() of each file first: a missing one fails the
-        # scan with the same "No such file" error.
-        dataset = pads.FileSystemDataset.from_paths(
-            files, schema=schema, format=_PARQUET, filesystem=_LOCAL
-        )
-    return dataset.to_table(columns=list(columns) if columns is not None else None)

@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from oupsish.commit import DatasetPaths
 from oupsish.errors import CorruptDatasetError
+from oupsish.file_read import read_files
 from oupsish.frames import arrow_name, bound_value, ordered_values
-from oupsish.io import read_files
 from oupsish.snapshot import Snapshot
 
 __all__ = [

@@ -9,11 +9,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["LazyPool"]
+__all__ = ["LazyPool", "cpu_count"]
 
 _T = TypeVar("_T")
 
 _pools: weakref.WeakSet[LazyPool] = weakref.WeakSet()
+
+
+def cpu_count() -> int:
+    """Return the number of cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 class LazyPool:

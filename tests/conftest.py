@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from oupsish import OrderedParquetDataset
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 settings.register_profile(
@@ -29,6 +31,11 @@ def fixture_store(tmp_path: Path) -> Path:
     target = tmp_path / "oups_store"
     shutil.copytree(FIXTURES / "oups_store", target)
     return target
+
+
+def data_files(ds: OrderedParquetDataset) -> list[Path]:
+    """The dataset's row-group files, in order."""
+    return [ds.dirpath / f"file_{file_id}.parquet" for file_id in ds.row_group_stats["file_ids"]]
 
 
 FilesOpenUnder = Callable[[Path], list[str]]

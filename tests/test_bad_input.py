@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import data_files
 
 from oupsish import (
     CorruptDatasetError,
@@ -112,11 +113,6 @@ def dataset(tmp_path: Path, dataset_template: Path) -> OrderedParquetDataset:
     """A dataset at ``tmp_path/store/ds`` of three row groups (ts, v, n, s)."""
     shutil.copytree(dataset_template, tmp_path / "store")
     return OrderedParquetDataset(tmp_path / "store" / "ds")
-
-
-def data_files(ds: OrderedParquetDataset) -> list[Path]:
-    """The dataset's row-group files, in order."""
-    return [ds.dirpath / f"file_{file_id}.parquet" for file_id in ds.row_group_stats["file_ids"]]
 
 
 @sublevel
