@@ -236,3 +236,32 @@ def test_detached_copies_only_the_chunks_in_the_callers_memory() -> None:
     values[:] = -1  # the caller reuses its buffer
     assert copied.to_pylist() == [2.0, 3.0, 4.0, 5.0]
     assert detached(ours, memory_ranges(callers)) is ours
+
+
+def test_detached_finds_the_callers_buffers_among_many_and_overlapping_ranges() -> None:
+    base = np.arange(100, dtype=np.float64)
+    callers = pa.table(
+        {
+            "a": pa.array(base[:60]),  # a and b share memory: their ranges overlap
+            "b": pa.array(base[40:]),
+            "c": pa.array(np.arange(1000, 1060, dtype=np.int64)),
+            "d": pa.array([float(i) for i in range(60)]),  # allocated by Arrow: not the caller's
+        }
+    )
+    ranges = memory_ranges(callers.select(["a", "b", "c"]))
+    ours = pa.table(
+        {name: pa.array([0] * 5, type=callers.schema.field(name).type) for name in "abcd"}
+    )
+    merged = pa.concat_tables([ours, callers.slice(30, 20), ours])
+    result = detached(merged, ranges)
+    for name in "abc":
+        first, middle, _ = result.column(name).chunks
+        middle_memory = memory_ranges(pa.table({name: middle}))
+        assert middle_memory and not any(
+            low <= address < high for address, _ in middle_memory for low, high in ranges
+        )
+        assert memory_ranges(pa.table({name: first})) == memory_ranges(ours.select([name]))
+    assert memory_ranges(result.select(["d"])) == memory_ranges(merged.select(["d"]))
+    base[:] = -1
+    assert result.column("b").chunks[1].to_pylist() == [70.0 + i for i in range(20)]
+    assert result.column("a").chunks[1].to_pylist() == [30.0 + i for i in range(20)]
