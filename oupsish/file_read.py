@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from oupsish.threads import LazyPool, cpu_count
 
-__all__ = ["read_files"]
+__all__ = ["open_parquet", "read_files"]
 
 FEW_FILES = 8
 """Up to this many files are read on the calling thread alone."""
@@ -29,6 +29,11 @@ STREAM_BUFFER_BYTES = 1 << 16
 """Read buffer of a larger file's column chunks: pages are streamed through it."""
 
 _readers = LazyPool(min(cpu_count(), 4), "oupsish-read")
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    """Open a Parquet file to read it whole: from memory when small, else streamed."""
+    return _open(path)[0]
 
 
 def _open(path: str | Path) -> tuple[pq.ParquetFile, bool]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from oupsish.commit import DatasetPaths, is_temporary_name
+from oupsish.file_read import open_parquet
 from oupsish.frames import arrow_name
 from oupsish.naming import is_data_file_name
 from oupsish.snapshot import Snapshot
@@ -59,10 +59,14 @@ def _check_file(
     if not path.is_file():
         return [Problem("missing", where, "listed by the metadata but absent")]
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
         metadata = parquet.metadata
         column_name = arrow_name(snapshot.ordered_on) if snapshot.ordered_on else None
-        column = parquet.read(columns=[column_name]).column(0) if column_name else None
+        column = (
+            parquet.read(columns=[column_name], use_threads=False).column(0)
+            if column_name
+            else None
+        )
     except (pa.ArrowException, OSError) as error:
         return [Problem("unreadable", where, str(error))]
     problems = []

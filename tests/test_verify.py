@@ -7,8 +7,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import data_files
 
-from oupsish import CorruptDatasetError, OrderedParquetDataset, Store, toplevel
+from oupsish import CorruptDatasetError, OrderedParquetDataset, Store, file_read, toplevel
+
+
+@pytest.fixture(autouse=True, params=["from-memory", "streamed"])
+def file_reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check holds whether files are decoded from memory or streamed from disk."""
+    if request.param == "streamed":
+        monkeypatch.setattr(file_read, "WHOLE_FILE_BYTES", -1)
 
 
 @toplevel
@@ -31,10 +39,6 @@ def seeded(tmp_path: Path) -> OrderedParquetDataset:
     return ds
 
 
-def files(ds: OrderedParquetDataset) -> list[Path]:
-    return [ds.dirpath / f"file_{file_id}.parquet" for file_id in ds.row_group_stats.file_ids]
-
-
 def kinds(ds: OrderedParquetDataset) -> list[str]:
     return [problem.kind for problem in ds.verify()]
 
@@ -48,16 +52,16 @@ def test_a_sound_dataset_has_no_problem_and_verify_changes_nothing(tmp_path: Pat
 
 def test_missing_file(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
-    files(ds)[1].unlink()
+    data_files(ds)[1].unlink()
     [problem] = ds.verify()
-    assert problem.kind == "missing" and problem.path == str(files(ds)[1])
+    assert problem.kind == "missing" and problem.path == str(data_files(ds)[1])
     with pytest.raises(CorruptDatasetError, match="missing"):
         ds.to_pandas()
 
 
 def test_truncated_file(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
-    victim = files(ds)[0]
+    victim = data_files(ds)[0]
     victim.write_bytes(victim.read_bytes()[:-20])
     assert kinds(ds) == ["unreadable"]
     with pytest.raises(CorruptDatasetError, match="cannot be read"):
@@ -66,9 +70,9 @@ def test_truncated_file(tmp_path: Path) -> None:
 
 def test_swapped_content_is_caught_by_counts_and_bounds(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
-    first, second, _ = files(ds)
+    first, second, _ = data_files(ds)
     pq.write_table(pa.table({"ts": list(range(12, 20)), "v": [float(i) for i in range(8)]}), first)
-    pq.write_table(pq.read_table(files(ds)[2]), second)  # same count, wrong values
+    pq.write_table(pq.read_table(data_files(ds)[2]), second)  # same count, wrong values
     problems = ds.verify()
     assert [(p.kind, p.path) for p in problems] == [
         ("row_count", str(first)),
@@ -90,8 +94,9 @@ def test_reads_catch_a_file_replaced_by_one_with_as_many_rows(
         df=pd.DataFrame({"ts": np.arange(n_rows), "v": np.arange(n_rows, dtype=float)}),
         row_group_target_size=10,
     )
-    victim = files(ds)[n_row_groups - 2]
-    pq.write_table(pq.read_table(files(ds)[-1]), victim)  # 10 rows, the last row group's values
+    victim = data_files(ds)[n_row_groups - 2]
+    # 10 rows, the last row group's values
+    pq.write_table(pq.read_table(data_files(ds)[-1]), victim)
     with pytest.raises(CorruptDatasetError, match=f"'{victim.name}' holds 'ts' values from"):
         ds.to_pandas()
     with pytest.raises(CorruptDatasetError, match=f"'{victim.name}'"):
@@ -102,7 +107,7 @@ def test_reads_catch_a_file_replaced_by_one_with_as_many_rows(
 
 def test_schema_and_sorting(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
-    first = files(ds)[0]
+    first = data_files(ds)[0]
     pq.write_table(pa.table({"ts": list(range(10)), "v": list(range(10))}), first)  # int64 v
     assert kinds(ds) == ["schema"]
     pq.write_table(
