@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from oupsish import OrderedParquetDataset, Store, faults, toplevel
+from oupsish import OrderedParquetDataset, Store, faults, file_read, toplevel
 from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
 from oupsish.testing import assert_same_rows
@@ -138,17 +138,22 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The parent's background fsync and encoder threads do not exist in a forked child.
+def test_a_forked_child_can_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parent's background fsync, encoder and reader threads do not exist in a forked
+    # child.
     monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 0)  # every write on the encoders
+    monkeypatch.setattr(file_read._readers, "max_workers", 2)  # 10 files: read in 2 runs
     parent = OrderedParquetDataset(tmp_path / "parent", ordered_on="ts")
-    parent.write(df=frame(0, 10))
+    parent.write(df=frame(0, 10), row_group_target_size=1)
+    assert len(parent.read()) == 10
     pid = os.fork()
-    if pid == 0:  # the child: write, then leave at once, without running pytest's exit
+    if pid == 0:  # the child: read and write, then leave at once, without pytest's exit
         code = 1
         try:
             child = OrderedParquetDataset(tmp_path / "child", ordered_on="ts")
-            child.write(df=frame(0, 10), row_group_target_size=3)
+            child.write(
+                df=OrderedParquetDataset(tmp_path / "parent").read(), row_group_target_size=3
+            )
             code = 0
         finally:
             os._exit(code)
