@@ -549,9 +549,10 @@ class OrderedParquetDataset(_Reader):
     def verify(self) -> list[Problem]:
         """Check the files on disk against the committed metadata; change nothing.
 
-        Every file the metadata lists must exist, be readable, hold one row group with the
-        recorded row count, ``ordered_on`` min and max and the dataset's schema. Data files
-        no snapshot lists (left by an interrupted write) are reported too.
+        Every file the metadata lists must exist, decode (every page of every column),
+        hold one row group with the recorded row count, ``ordered_on`` min and max and the
+        dataset's schema. Data files no snapshot lists (left by an interrupted write) are
+        reported too. It reads every file in full, one at a time, in batches.
 
         Returns
         -------

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from oupsish.commit import DatasetPaths, is_temporary_name
 from oupsish.file_read import open_parquet
@@ -50,6 +52,28 @@ class Problem:
         return f"{self.kind}: {self.path}: {self.detail}"
 
 
+VERIFY_BATCH_ROWS = 65_536
+"""Rows decoded at a time: memory stays small whatever the row group's size."""
+
+
+def _decoded(parquet: pq.ParquetFile, column_name: str | None) -> pa.ChunkedArray[Any] | None:
+    """Decode every page of every column; return the ``column_name`` column, if any.
+
+    Reads decode only the columns they need, and coalescing writes copy pages without
+    decoding them: decoding everything here is what catches a damaged page in any column.
+    """
+    schema = parquet.schema_arrow
+    if column_name is not None and schema.get_field_index(column_name) < 0:
+        column_name = None  # reported by the schema check
+    pieces = []
+    for batch in parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, use_threads=False):
+        if column_name is not None:
+            pieces.append(batch.column(column_name))
+    if column_name is None:
+        return None
+    return pa.chunked_array(pieces, type=schema.field(column_name).type)
+
+
 def _check_file(
     paths: DatasetPaths, snapshot: Snapshot, schema: pa.Schema | None, index: int
 ) -> list[Problem]:
@@ -62,11 +86,7 @@ def _check_file(
         parquet = open_parquet(path)
         metadata = parquet.metadata
         column_name = arrow_name(snapshot.ordered_on) if snapshot.ordered_on else None
-        column = (
-            parquet.read(columns=[column_name], use_threads=False).column(0)
-            if column_name
-            else None
-        )
+        column = _decoded(parquet, column_name)
     except (pa.ArrowException, OSError) as error:
         return [Problem("unreadable", where, str(error))]
     problems = []

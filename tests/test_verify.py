@@ -68,6 +68,23 @@ def test_truncated_file(tmp_path: Path) -> None:
         ds.to_pandas()
 
 
+def test_a_damaged_page_of_any_column_is_caught(tmp_path: Path) -> None:
+    # Reads decode only the columns they need, and coalescing writes copy pages without
+    # decoding them: verify() decodes every page.
+    ds = seeded(tmp_path)
+    victim = data_files(ds)[1]
+    chunk = pq.read_metadata(victim).row_group(0).column(1)  # "v", not the ordered column
+    assert chunk.path_in_schema == "v"
+    data = bytearray(victim.read_bytes())
+    data[chunk.data_page_offset : chunk.data_page_offset + 8] = b"\xff" * 8  # its page header
+    victim.write_bytes(bytes(data))
+    assert len(ds.read(columns=["ts"])) == 30  # the ordered column alone still reads
+    [problem] = ds.verify()
+    assert problem.kind == "unreadable" and problem.path == str(victim)
+    with pytest.raises(CorruptDatasetError, match=victim.name):
+        ds.to_pandas()
+
+
 def test_swapped_content_is_caught_by_counts_and_bounds(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
     first, second, _ = data_files(ds)
