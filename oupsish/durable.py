@@ -2,17 +2,25 @@
 
 On the disks we measured, an ``fsync`` costs about as much as encoding the file it flushes
 (the device's cache flush grows with the bytes written). Waiting for it after the file is
-complete nearly doubles the time of a durable write. A :class:`SyncedFile` instead starts
-an ``fdatasync`` in the background as soon as a piece of the file is written, so the disk
-works while the encoder produces the next piece; the final ``fsync`` then has little left
-to flush.
+complete nearly doubles the time of a durable write. A :class:`SyncedFile` instead sends
+each piece of the file to the disk as soon as it is written, so the disk works while the
+encoder produces the next piece; the final ``fsync`` then has little left to flush.
+
+On Linux a piece is sent with ``sync_file_range(SYNC_FILE_RANGE_WRITE)``: it starts the
+writeback of those pages and returns, without a journal commit or a cache flush of the
+device; the final ``fsync`` makes them durable. Elsewhere (or where the file system
+refuses it) an ``fdatasync`` runs in the background instead, one at a time. Measured on
+ext4 (2 cores): 100k-row appends 7% faster, live appends that coalesce a growing tail
+(copies of up to 44 MB) 15-25% faster, with a lower p95 latency.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import io
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,12 +29,52 @@ from typing import Any, TypeVar
 
 from oupsish.threads import LazyPool
 
-__all__ = ["FileRange", "SyncedFile", "background", "fsync_path", "read_at"]
+__all__ = ["FileRange", "SyncedFile", "background", "fsync_path", "read_at", "start_writeback"]
 
 _T = TypeVar("_T")
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 """Errors of ``copy_file_range`` that mean: copy through memory instead."""
+
+_NO_WRITEBACK = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ESPIPE}
+"""Errors of ``sync_file_range`` that mean: flush with ``fdatasync`` instead."""
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Return libc's ``sync_file_range`` (Linux only), ``None`` where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Start writing ``length`` bytes at ``offset`` of the open file ``fd`` to disk.
+
+    Does not wait for the writes (only, at worst, for room in the device's queue; the
+    GIL is released meanwhile) and makes nothing durable: an ``fsync`` still must.
+    Returns ``False`` where this cannot be done (not Linux, or a file system that
+    refuses it); raises ``OSError`` for any other error.
+    """
+    if _sync_file_range is None:
+        return False
+    if _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in _NO_WRITEBACK:
+        return False
+    raise OSError(error, os.strerror(error))
+
 
 _fsync_threads = LazyPool(4, "oupsish-fsync")
 
@@ -62,8 +110,9 @@ class SyncedFile(io.RawIOBase):
     """A new file, written in pieces, whose pieces reach the disk while the next is made.
 
     A binary file object for ``pyarrow.PythonFile``. The file is created on the first
-    write, after ``before_create()`` returns. With ``sync``, each write starts an
-    ``fdatasync`` in the background unless one is running already (it flushes every
+    write, after ``before_create()`` returns. With ``sync``, each write starts the
+    writeback of what it wrote (:func:`start_writeback`) or, where that cannot be done,
+    an ``fdatasync`` in the background unless one is running already (it flushes every
     piece written before it starts); :meth:`finish` returns the future of the final
     ``fsync``. Without ``sync``, nothing is flushed and :meth:`finish` just closes.
     """
@@ -78,6 +127,7 @@ class SyncedFile(io.RawIOBase):
         self._fd: int | None = None
         self._position = 0
         self._flushing: Future[None] | None = None
+        self._writeback = sync  # until start_writeback says it cannot
         self._abandoned = False
 
     def _open(self) -> int:
@@ -110,8 +160,12 @@ class SyncedFile(io.RawIOBase):
         return size
 
     def _written(self, fd: int, size: int) -> None:
-        """Count ``size`` bytes written; flush them unless a flush is running."""
+        """Count ``size`` bytes written; start their writeback, or else a flush."""
         self._position += size
+        if self._writeback:
+            if start_writeback(fd, self._position - size, size):
+                return
+            self._writeback = False
         flushing = self._flushing
         if self._sync and (flushing is None or flushing.done()):
             if flushing is not None:

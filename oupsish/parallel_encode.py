@@ -5,12 +5,12 @@ cores: a 100k-row, 6-column chunk takes 6.9 ms, 5.4 ms in two runs of columns). 
 of columns are encoded as files of their own on the encoder threads, and
 :mod:`oupsish.column_join` joins them into the file pyarrow would have written.
 
-The parts reach the file as they are made, so a durable write's background ``fdatasync``
-still overlaps the encoding: the first unfinished part writes through, each later one is
-held (in memory, or in a temporary file) until the parts before it are done. A part's
-footer, which the joined file does not keep, is what its encoder writes last: everything
-the encoder writes after the rows are handed over is held back, and split at the footer
-when the part is done.
+The parts reach the file as they are made, so a durable write still sends its pieces to
+the disk while it encodes (:class:`oupsish.durable.SyncedFile`): the first unfinished
+part writes through, each later one is held (in memory, or in a temporary file) until the
+parts before it are done. A part's footer, which the joined file does not keep, is what
+its encoder writes last: everything the encoder writes after the rows are handed over is
+held back, and split at the footer when the part is done.
 """
 
 from __future__ import annotations

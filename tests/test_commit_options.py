@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import oupsish.durable
 from oupsish import OrderedParquetDataset, Store, faults, file_read, toplevel
 from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
@@ -120,8 +121,13 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
         calls.append(fd)
         real_fsync(fd)
 
+    def counting_writeback(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append(fd)
+        return 0
+
     monkeypatch.setattr(os, "fsync", counting_fsync)
     monkeypatch.setattr(os, "fdatasync", counting_fsync)
+    monkeypatch.setattr(oupsish.durable, "_sync_file_range", counting_writeback)
     store = Store(tmp_path / "store", Key, fsync=False)
     ds = store[Key("a")]
     ds.write(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FilesOpenUnder
 
-from oupsish import OrderedParquetDataset
+from oupsish import OrderedParquetDataset, durable
 from oupsish import io as parquet_io
 from oupsish.durable import FileRange, SyncedFile
 from oupsish.testing import assert_same_rows
@@ -62,14 +63,70 @@ def test_a_file_written_in_pieces_reads_back(
     assert pq.ParquetFile(tmp_path / "f.parquet").metadata.num_row_groups == 1
 
 
-def test_pieces_are_flushed_while_the_file_is_encoded(
+def no_writeback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a system without ``sync_file_range`` (any but Linux)."""
+    monkeypatch.setattr(durable, "_sync_file_range", None)
+
+
+def sent_ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record the ranges given to ``sync_file_range``, which still does its work."""
+    real = durable._sync_file_range
+    if real is None:
+        pytest.skip("sync_file_range is Linux's")
+    sent: list[tuple[int, int]] = []
+
+    def call(fd: int, offset: int, length: int, flags: int) -> int:
+        sent.append((offset, length))
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(durable, "_sync_file_range", call)
+    return sent
+
+
+def refusing_writeback(monkeypatch: pytest.MonkeyPatch, error: int, after: int = 0) -> None:
+    """``sync_file_range`` failing with ``error`` from its ``after + 1``-th call on."""
+    made = [0]
+
+    def call(fd: int, offset: int, length: int, flags: int) -> int:
+        made[0] += 1
+        if made[0] > after:
+            ctypes.set_errno(error)
+            return -1
+        return 0
+
+    monkeypatch.setattr(durable, "_sync_file_range", call)
+
+
+def test_each_piece_is_sent_to_disk_as_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sent = sent_ranges(monkeypatch)
     flushed = counting(monkeypatch, "fdatasync")
     synced = counting(monkeypatch, "fsync")
     parquet_io.write_file(tmp_path / "f", table(), parquet_io.ParquetOptions(), True).result()
+    assert len(sent) >= PIECES
+    ends = [offset + length for offset, length in sent]
+    assert [offset for offset, _ in sent] == [0, *ends[:-1]]  # every byte, once, in order
+    assert ends[-1] == (tmp_path / "f").stat().st_size
+    assert flushed == []  # no flush of the device per piece: one fsync at the end
+    assert len(synced) == 1
+
+
+@pytest.mark.parametrize("system", ["without sync_file_range", "file system refusing it"])
+def test_pieces_are_flushed_while_the_file_is_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system: str
+) -> None:
+    if system == "without sync_file_range":
+        no_writeback(monkeypatch)
+    else:
+        refusing_writeback(monkeypatch, errno.EINVAL)
+    flushed = counting(monkeypatch, "fdatasync")
+    synced = counting(monkeypatch, "fsync")
+    data = table()
+    parquet_io.write_file(tmp_path / "f", data, parquet_io.ParquetOptions(), True).result()
     assert 1 <= len(flushed) <= PIECES + 1  # one per piece at most, none waited for
     assert len(synced) == 1  # the last one, once the file is complete
+    assert pq.read_table(tmp_path / "f").equals(data)
 
 
 def test_without_sync_nothing_is_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +166,8 @@ def failing_after(real: Callable[..., Any], calls: int, error: int) -> Callable[
 
 @pytest.mark.parametrize(
     ("operation", "succeeding", "error"),
-    [("write", 1, errno.ENOSPC), ("fdatasync", 0, errno.EIO)],  # a piece written, or flushed
+    # A piece written, flushed, or sent to disk.
+    [("write", 1, errno.ENOSPC), ("fdatasync", 0, errno.EIO), ("sync_file_range", 1, errno.EIO)],
 )
 def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
     tmp_path: Path,
@@ -123,7 +181,12 @@ def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
     ds.write(df=frame(0, 100))
     before = sorted(os.listdir(ds.dirpath))
     n_rows = PIECES * parquet_io.WRITE_BUFFER_BYTES // 16
-    monkeypatch.setattr(os, operation, failing_after(getattr(os, operation), succeeding, error))
+    if operation == "sync_file_range":
+        refusing_writeback(monkeypatch, error, after=succeeding)
+    else:
+        if operation == "fdatasync":
+            no_writeback(monkeypatch)
+        monkeypatch.setattr(os, operation, failing_after(getattr(os, operation), succeeding, error))
     with pytest.raises(OSError, match=os.strerror(error)) as raised:
         ds.write(df=frame(100, n_rows))
     monkeypatch.undo()
@@ -170,6 +233,7 @@ def test_without_fdatasync_nor_pread_files_are_still_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As on macOS (no fdatasync) and Windows (no pread either).
+    no_writeback(monkeypatch)
     monkeypatch.delattr(os, "fdatasync", raising=False)
     monkeypatch.delattr(os, "pread", raising=False)
     monkeypatch.delattr(os, "copy_file_range", raising=False)
