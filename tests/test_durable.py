@@ -209,15 +209,33 @@ def test_ranges_of_other_files_are_copied(
 
         monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
     source = tmp_path / "source"
-    source.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    source.write_bytes(bytes(range(251)) * 12_000)  # 3 MB, a period prime to the pieces'
+    long = 2 * durable.COPY_PIECE_BYTES + 1000  # copied in 3 pieces
     file = SyncedFile(tmp_path / "f", sync=True)
     with open(source, "rb") as opened:
         file.write(b"head")
         file.copy(FileRange(opened.fileno(), 1000, 300_000))
         file.copy(FileRange(opened.fileno(), 5, 3))
+        file.copy(FileRange(opened.fileno(), 7, long))
         file.finish().result()
     data = source.read_bytes()
-    assert (tmp_path / "f").read_bytes() == b"head" + data[1000:301_000] + data[5:8]
+    expected = b"head" + data[1000:301_000] + data[5:8] + data[7 : 7 + long]
+    assert (tmp_path / "f").read_bytes() == expected
+
+
+def test_a_long_range_is_sent_to_disk_piece_by_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = sent_ranges(monkeypatch)
+    source = tmp_path / "source"
+    source.write_bytes(b"x" * (3 * durable.COPY_PIECE_BYTES))
+    file = SyncedFile(tmp_path / "f", sync=True)
+    with open(source, "rb") as opened:
+        file.write(b"head")
+        file.copy(FileRange(opened.fileno(), 10, 2 * durable.COPY_PIECE_BYTES + 5))
+        file.finish().result()
+    piece = durable.COPY_PIECE_BYTES
+    assert sent == [(0, 4), (4, piece), (4 + piece, piece), (4 + 2 * piece, 5)]
 
 
 def test_a_range_past_the_end_of_its_file_fails(tmp_path: Path) -> None:
