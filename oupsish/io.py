@@ -127,8 +127,13 @@ RELEASE_AFTER_BYTES = 16 * 2**20
 
 PARALLEL_MIN_BYTES = 2 * 2**20
 """Tables of fewer bytes are encoded on the calling thread: threads cost more than they save."""
-GROUP_BYTES = 8 * 2**20
-"""About this many bytes of columns are encoded as one part (:mod:`oupsish.parallel_encode`)."""
+GROUP_BYTES = 24 * 2**20
+"""About this many bytes of columns are encoded as one part (:mod:`oupsish.parallel_encode`).
+
+Fewer, larger parts leave the threads idle less (measured, one write of 10M rows into
+1M-row groups, 48 MB each: 10.6M rows/s with parts of 8 MB, 13.4M with parts of 24 MB;
+durable 48 MB files, zstd: 110 ms to 91 ms); each part waiting for its turn beyond
+``HELD_IN_MEMORY`` is spilled to a temporary file."""
 
 
 def _column_groups(table: pa.Table, options: ParquetOptions) -> list[range] | None:
