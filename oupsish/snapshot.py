@@ -179,14 +179,21 @@ class FileChanges:
 
 
 def _common_prefix(left: list[str], right: list[str]) -> int:
-    """Length of the longest common prefix, by bisection on C-speed slice comparisons."""
+    """Length of the longest common prefix, by bisection on C-speed slice comparisons.
+
+    Each step compares only the half still in doubt: about twice the shorter list's length
+    in all (an append to 5,000 row groups: one comparison of the whole list).
+    """
     low, high = 0, min(len(left), len(right))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if left[:middle] == right[:middle]:
+    if left[low:high] == right[low:high]:
+        return high
+    # The first difference is at an index in [low, high).
+    while high - low > 1:
+        middle = (low + high) // 2
+        if left[low:middle] == right[low:middle]:
             low = middle
         else:
-            high = middle - 1
+            high = middle
     return low
 
 
