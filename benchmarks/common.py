@@ -419,6 +419,45 @@ def _version(module: str) -> str | None:
     return str(getattr(imported, "__version__", "?"))
 
 
+def filesystem(path: Path) -> dict[str, Any]:
+    """Describe the file system holding ``path``: device, mount point, type, options (Linux).
+
+    For ext4, ``journal`` says whether it has one: without, an ``fsync`` writes the inode
+    itself rather than a journal commit, and creating a file skips, one by one, the inodes
+    freed in the last seconds. Empty where ``/proc/mounts`` does not exist.
+    """
+    path = Path(os.path.realpath(path))
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            mount = Path(fields[1].replace("\\040", " "))
+            within = mount == path or mount in path.parents
+            if within and len(str(mount)) > len(info.get("mount", "")):
+                info = {"device": fields[0], "mount": str(mount), "type": fields[2]}
+                info["options"] = fields[3]
+    if not info:
+        return info
+    if info["type"] == "ext4":
+        with contextlib.suppress(OSError):
+            device = Path(info["device"]).name
+            task = (Path("/sys/fs/ext4") / device / "journal_task").read_text()
+            info["journal"] = task.strip() != "<none>"
+    return info
+
+
+def _filesystem_text(info: dict[str, Any]) -> str:
+    if not info:
+        return "unknown"
+    journal = {True: ", with a journal", False: ", without a journal", None: ""}
+    return (
+        f"{info['type']} ({info['device']} on {info['mount']}{journal[info.get('journal')]}; "
+        f"{info['options']})"
+    )
+
+
 def machine() -> dict[str, Any]:
     """Describe the machine and the software the figures were measured with."""
     memory = None
@@ -469,6 +508,7 @@ def save(
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['os']}",
         f"- Python {info['python']}, oupsish {info['oupsish']}, pyarrow {info['pyarrow']}, "
         f"pandas {info['pandas']}, numpy {info['numpy']}, fastparquet {info['fastparquet']}",
+        f"- File system of the work directory: {_filesystem_text(info.get('filesystem', {}))}",
         f"- Scale: {config['rows']:,} rows (factor {config['factor']:g} of the issue's 10M), "
         f"repeats {config['repeats']} (medians); load average at start "
         f"{_loads(info['load_avg_start'])}, at end {_loads(info.get('load_avg_end'))}",

@@ -28,6 +28,7 @@ from benchmarks.common import (
     QUICK_ROWS,
     Context,
     Recorder,
+    filesystem,
     machine,
     save,
     settle,
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     recorder = Recorder()
     tmp = Path(tempfile.mkdtemp(prefix="oupsish-bench-", dir=args.tmp))
+    info["filesystem"] = filesystem(tmp)
     failed = []
     begin = time.perf_counter()
     try:

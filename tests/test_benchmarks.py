@@ -40,7 +40,13 @@ def test_scenarios_run_and_save_their_figures(tmp_path: Path) -> None:
     scenarios = {row["scenario"] for row in results["results"]}
     assert scenarios == {"append", "live_append", "read", "intersections"}
     assert all(row["oupsish"] is not None for row in results["results"])
-    assert (tmp_path / saved.name.replace(".json", ".md")).read_text().count("| metric |") == 4
+    markdown = (tmp_path / saved.name.replace(".json", ".md")).read_text()
+    assert markdown.count("| metric |") == 4
+    if sys.platform.startswith("linux"):  # the disk the durable figures depend on
+        assert results["machine"]["filesystem"]["mount"] in str(tmp_path.resolve())
+        assert f"File system of the work directory: {results['machine']['filesystem']['type']}" in (
+            markdown
+        )
 
 
 @pytest.mark.slow
