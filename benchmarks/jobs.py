@@ -1,8 +1,8 @@
 """Jobs run in a fresh interpreter, to measure peak RSS: ``python -m benchmarks.jobs NAME JSON``.
 
-Each job imports what it needs, warms up (so that lazy imports and first-call caches are
-not counted), records its RSS, resets the peak-RSS mark, does the work, and prints one
-JSON line with the peak RSS above the starting point.
+Each job imports what it needs, warms up (so that lazy imports, first-call caches and
+thread pools started on first use are not counted), records its RSS, resets the peak-RSS
+mark, does the work, and prints one JSON line with the peak RSS above the starting point.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import (
     ORDERED_ON,
+    WARM_ROWS,
     frame_bytes,
     make_frame,
     peak_rss_bytes,
@@ -85,7 +86,7 @@ def stream(params: dict[str, Any]) -> dict[str, Any]:
     chunk_rows, n_chunks = params["chunk_rows"], params["n_chunks"]
     oupsish = params["mode"] == "oupsish"
     warm = path.with_name(path.name + "-warm")
-    small = make_frame(0, 1000)
+    small = make_frame(0, WARM_ROWS)
     OrderedParquetDataset(warm, ordered_on=ORDERED_ON).write(df=small)
     with pq.ParquetWriter(warm.with_suffix(".parquet"), to_table(small).schema) as writer:
         writer.write_table(to_table(small))

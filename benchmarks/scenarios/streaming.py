@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.csv as pa_csv
 
-from benchmarks.common import MB, Context, frame_bytes, make_frame, run_job, to_table
+from benchmarks.common import MB, WARM_ROWS, Context, frame_bytes, make_frame, run_job, to_table
 
 NAME = "streaming"
 TITLE = "peak RSS writing 10 chunks one by one, and ingesting a CSV of 10 chunks"
@@ -76,7 +76,7 @@ def run_csv(ctx: Context) -> None:
     work = ctx.workdir(NAME + "-csv")
     source, warm = work / "data.csv", work / "warm.csv"
     _write_csv(source, N_CHUNKS, chunk_rows)
-    _write_csv(warm, 1, 1000)
+    _write_csv(warm, 1, WARM_ROWS)
     chunk_bytes = frame_bytes(make_frame(0, chunk_rows))
     base = {"csv": str(source), "warm_csv": str(warm), "chunk_rows": chunk_rows}
     raw = run_job("csv", {**base, "mode": "pyarrow", "path": str(work / "raw")})
