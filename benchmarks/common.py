@@ -202,6 +202,40 @@ def peak_rss_bytes() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# --- the host -------------------------------------------------------------------------------
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """Return the CPU time the host stole from this machine, and all CPU time, since boot.
+
+    In clock ticks, from ``/proc/stat`` (Linux); ``None`` where it cannot be read. A virtual
+    machine's "steal" is the time its vCPUs were ready to run while the host ran something
+    else: figures measured while it is high are slow for reasons outside the code.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is counted in user and nice)
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by the host between two :func:`cpu_ticks` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _steal_text(details: dict[str, Any]) -> str:
+    share = details.get("host_steal")
+    return "" if share is None else f"host steal {share:.1%} of CPU time"
+
+
 def run_job(
     name: str,
     params: dict[str, Any],
@@ -330,7 +364,9 @@ class Recorder:
         return [row for row in self.rows if row.scenario == scenario]
 
     def print_scenario(self, scenario: str, title: str) -> None:
-        print(f"\n== {scenario}: {title} ({self.seconds.get(scenario, 0):.1f} s)")
+        steal = _steal_text(self.details.get(scenario, {}))
+        took = f"{self.seconds.get(scenario, 0):.1f} s" + (f", {steal}" if steal else "")
+        print(f"\n== {scenario}: {title} ({took})")
         print(render(HEADER, [row.cells() for row in self.scenario_rows(scenario)], False))
         for header, rows in self.tables.get(scenario, []):
             print()
@@ -515,7 +551,8 @@ def save(
         f"- File system of the work directory: {_filesystem_text(info.get('filesystem', {}))}",
         f"- Scale: {config['rows']:,} rows (factor {config['factor']:g} of the issue's 10M), "
         f"repeats {config['repeats']} (medians); load average at start "
-        f"{_loads(info['load_avg_start'])}, at end {_loads(info.get('load_avg_end'))}",
+        f"{_loads(info['load_avg_start'])}, at end {_loads(info.get('load_avg_end'))}"
+        + (f"; {_steal_text(info)} over the run" if _steal_text(info) else ""),
         "- Ratio = oupsish / raw pyarrow, both measured in this run "
         "(for times, below 1 is better; for rates, above 1 is better).",
         "",
@@ -528,7 +565,12 @@ def save(
         lines.append(render(HEADER, rows, markdown=True))
         for header, extra in recorder.tables.get(scenario, []):
             lines.extend(["", render(header, extra, markdown=True)])
-        lines.extend(["", *[f"- {text}" for text in recorder.notes.get(scenario, [])]])
+        steal = _steal_text(recorder.details.get(scenario, {}))
+        notes = [
+            *recorder.notes.get(scenario, []),
+            *([f"During this scenario: {steal}."] if steal else []),
+        ]
+        lines.extend(["", *[f"- {text}" for text in notes]])
         lines.append("")
     md_path = out / f"{stem}.md"
     md_path.write_text("\n".join(lines).rstrip() + "\n")

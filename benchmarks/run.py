@@ -28,10 +28,12 @@ from benchmarks.common import (
     QUICK_ROWS,
     Context,
     Recorder,
+    cpu_ticks,
     filesystem,
     machine,
     save,
     settle,
+    steal_share,
 )
 from benchmarks.scenarios import SCENARIOS
 
@@ -100,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="oupsish-bench-", dir=args.tmp))
     info["filesystem"] = filesystem(tmp)
     failed = []
-    begin = time.perf_counter()
+    begin, begin_ticks = time.perf_counter(), cpu_ticks()
     try:
         ctx = Context(
             rows, args.quick, repeats, tmp, args.out, recorder, args.profile, args.oups_python
         )
         for module in selected:
             settle()
-            start, load = time.perf_counter(), os.getloadavg()[0]
+            start, load, ticks = time.perf_counter(), os.getloadavg()[0], cpu_ticks()
             try:
                 module.run(ctx)
             except Exception:
@@ -115,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                 recorder.note(module.NAME, "FAILED: " + traceback.format_exc(limit=3))
                 traceback.print_exc()
             recorder.seconds[module.NAME] = time.perf_counter() - start
-            recorder.detail(module.NAME, load_avg_1min=[load, os.getloadavg()[0]])
+            recorder.detail(
+                module.NAME,
+                load_avg_1min=[load, os.getloadavg()[0]],
+                host_steal=steal_share(ticks, cpu_ticks()),
+            )
             recorder.print_scenario(module.NAME, module.TITLE)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     info["load_avg_end"] = os.getloadavg()
+    info["host_steal"] = steal_share(begin_ticks, cpu_ticks())
     info["total_seconds"] = round(time.perf_counter() - begin, 1)
     config = {
         "mode": mode,

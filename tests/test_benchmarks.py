@@ -47,6 +47,11 @@ def test_scenarios_run_and_save_their_figures(tmp_path: Path) -> None:
         assert f"File system of the work directory: {results['machine']['filesystem']['type']}" in (
             markdown
         )
+        # The CPU time the host took (a virtual machine's steal) is shown next to the figures.
+        steals = [results["details"][name]["host_steal"] for name in scenarios]
+        assert all(0.0 <= share <= 1.0 for share in steals)
+        assert markdown.count("- During this scenario: host steal ") == 4
+        assert "of CPU time over the run" in markdown
 
 
 @pytest.mark.slow
