@@ -30,6 +30,7 @@ from benchmarks.common import (
     Recorder,
     cpu_ticks,
     filesystem,
+    fmt,
     machine,
     save,
     settle,
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for row in missed:
         ratio = row.ratio
-        shown = "-" if ratio is None else f"{ratio:.2f}"
-        print(f"  missed: {row.scenario}: {row.metric} (ratio {shown}, target {row.target})")
+        shown = f"value {fmt(row.oupsish, row.unit)}" if ratio is None else f"ratio {ratio:.2f}"
+        print(f"  missed: {row.scenario}: {row.metric} ({shown}, target {row.target})")
     if failed:
         print(f"FAILED scenarios: {', '.join(failed)}")
         return 1

@@ -12,6 +12,7 @@ from benchmarks.common import (
     DEFAULT_ENCODING,
     ORDERED_ON,
     Context,
+    Row,
     chunks,
     fresh_dir,
     median,
@@ -65,6 +66,7 @@ def run(ctx: Context) -> None:
     raw_rate = n_chunks * CHUNK_ROWS / median([sum(run) for run in raw_runs])
 
     ours_by_variant: dict[tuple[int, int, bool], tuple[float, float]] = {}
+    rate_rows: dict[tuple[int, int], Row] = {}  # the durable variants' rows/s rows
     for target, n_writes, fsync in variants:
         n_rows = n_writes * CHUNK_ROWS
         path = work / f"ds-{target}-{fsync}"
@@ -88,7 +90,7 @@ def run(ctx: Context) -> None:
         lat = [value for run in runs for value in run]
         label = f"{n_writes} writes, target {target:,} rows" + ("" if fsync else ", fsync=False")
         rows_per_s = n_rows / ours_s
-        rec.add(
+        rate_row = rec.add(
             NAME,
             f"rows/s, {label}",
             "rows/s",
@@ -97,6 +99,8 @@ def run(ctx: Context) -> None:
             target=f">= {5 * PREDECESSOR_ROWS_PER_S / 1e6:.2f}M (5x oups)" if fsync else "",
             met=rows_per_s >= 5 * PREDECESSOR_ROWS_PER_S if fsync else None,
         )
+        if fsync:
+            rate_rows[(target, n_writes)] = rate_row
         rec.add(
             NAME,
             f"p50 write latency, {label}",
@@ -144,22 +148,30 @@ def run(ctx: Context) -> None:
             f"{tail.tolist()[:6]}{'...' if len(tail) > 6 else ''} rows still filling.",
         )
     if ctx.oups_python:
-        _predecessor(ctx, work, ours_by_variant)
+        _predecessor(ctx, work, ours_by_variant, rate_rows)
     rec.note(
         NAME,
         f"Chunks of {CHUNK_ROWS:,} rows, default encoding (snappy, no dictionary on "
         "numbers); raw pyarrow "
         f"writes each of {n_chunks} chunks to its own file (nothing coalesced, no fsync). "
-        "The rows/s target is 5x the predecessor's anchor (130k rows/s, issue 4), not a "
-        "ratio to pyarrow.",
+        "The rows/s target is 5x the predecessor's rows/s, not a ratio to pyarrow: its "
+        "rows/s measured in the same run when it runs (--oups-python; issue 4's targets "
+        "are ratios in one run), else issue 4's anchor (130k rows/s).",
     )
     remove_dataset(work)
 
 
 def _predecessor(
-    ctx: Context, work: Path, ours: dict[tuple[int, int, bool], tuple[float, float]]
+    ctx: Context,
+    work: Path,
+    ours: dict[tuple[int, int, bool], tuple[float, float]],
+    rate_rows: dict[tuple[int, int], Row],
 ) -> None:
-    """The same writes with the predecessor (``--oups-python``), after oupsish's."""
+    """The same writes with the predecessor (``--oups-python``), after oupsish's.
+
+    The rows/s target then compares with the predecessor in this run; the anchor's row
+    stays, as information.
+    """
     rows, version = [], "?"
     for (target, n_writes, fsync), (rows_per_s, p95) in ours.items():
         if not fsync:
@@ -174,9 +186,20 @@ def _predecessor(
         )
         version = found["version"]
         theirs = n_writes * CHUNK_ROWS / found["seconds"]
+        label = f"{n_writes} writes, target {target:,} rows"
+        anchor_row = rate_rows[(target, n_writes)]
+        anchor_row.target, anchor_row.met = f"(anchor {anchor_row.target})", None
+        ctx.recorder.add(
+            NAME,
+            f"rows/s / the predecessor's in this run, {label}",
+            "x",
+            rows_per_s / theirs,
+            target=">= 5",
+            met=rows_per_s / theirs >= 5,
+        )
         rows.append(
             [
-                f"{n_writes} writes, target {target:,} rows",
+                label,
                 f"{theirs / 1e6:.2f}M rows/s, p95 {found['p95'] * 1e3:.1f} ms",
                 f"{rows_per_s / 1e6:.2f}M rows/s, p95 {p95 * 1e3:.1f} ms",
                 f"{rows_per_s / theirs:.2f}",
