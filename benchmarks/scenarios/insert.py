@@ -108,7 +108,7 @@ def run(ctx: Context) -> None:
     # the machine (host steal, say) does not fall on one size only.
     for round_ in range(ctx.repeats):
         for label, duplicates_on in variants:
-            for size in sizes[round_ % 3 :] + sizes[: round_ % 3]:
+            for size in sizes[round_ % len(sizes) :] + sizes[: round_ % len(sizes)]:
                 ds = datasets[size]
                 first_row = next_slot[size] * rg_rows
                 next_slot[size] += 1
