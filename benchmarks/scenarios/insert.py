@@ -172,7 +172,8 @@ def run(ctx: Context) -> None:
         "Raw pyarrow reads the touched row-group file, concatenates the new rows, sorts "
         "(stable), drops duplicates on timestamp for the duplicates_on variant, and writes "
         "one file (snappy, no fsync); oupsish also fsyncs and commits its metadata. Three "
-        "datasets (10M, 20M, 40M rows, written beforehand in large appends) take turns in "
-        "each round; each insert hits a row group no insert touched before.",
+        f"datasets ({', '.join(f'{size / 1e6:g}M' for size in sizes)} rows, written "
+        "beforehand in large appends) take turns in each round; each insert hits a row "
+        "group no insert touched before.",
     )
     remove_dataset(work)
