@@ -476,8 +476,12 @@ def filesystem(path: Path) -> dict[str, Any]:
             mount = Path(fields[1].replace("\\040", " "))
             within = mount == path or mount in path.parents
             if within and len(str(mount)) > len(info.get("mount", "")):
-                info = {"device": fields[0], "mount": str(mount), "type": fields[2]}
-                info["options"] = fields[3]
+                info = {
+                    "device": fields[0],
+                    "mount": str(mount),
+                    "type": fields[2],
+                    "options": fields[3],
+                }
     if not info:
         return info
     if info["type"] == "ext4":
@@ -542,6 +546,7 @@ def save(
     }
     json_path = out / f"{stem}.json"
     json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    run_steal = _steal_text(info)
     lines = [
         f"# oupsish benchmarks — {mode} run, {info['date']}",
         "",
@@ -552,7 +557,7 @@ def save(
         f"- Scale: {config['rows']:,} rows (factor {config['factor']:g} of the issue's 10M), "
         f"repeats {config['repeats']} (medians); load average at start "
         f"{_loads(info['load_avg_start'])}, at end {_loads(info.get('load_avg_end'))}"
-        + (f"; {_steal_text(info)} over the run" if _steal_text(info) else ""),
+        + (f"; {run_steal} over the run" if run_steal else ""),
         "- Ratio = oupsish / raw pyarrow, both measured in this run "
         "(for times, below 1 is better; for rates, above 1 is better).",
         "",

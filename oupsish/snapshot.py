@@ -185,7 +185,7 @@ def _common_prefix(left: list[str], right: list[str]) -> int:
     in all (an append to 5,000 row groups: one comparison of the whole list).
     """
     low, high = 0, min(len(left), len(right))
-    if left[low:high] == right[low:high]:
+    if left[:high] == right[:high]:
         return high
     # The first difference is at an index in [low, high).
     while high - low > 1:
