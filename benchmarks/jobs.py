@@ -7,8 +7,10 @@ mark, does the work, and prints one JSON line with the peak RSS above the starti
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +56,13 @@ def _measure(prepare: Callable[[], Any], work: Callable[[Any], dict[str, Any]]) 
     return result
 
 
+def _clear(path: Path) -> None:
+    """Remove what an earlier run of a job left at ``path`` (jobs may run several times)."""
+    remove_dataset(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path.with_suffix(".parquet"))
+
+
 def intersections(params: dict[str, Any]) -> dict[str, Any]:
     """A full pass of iter_intersections (or raw pyarrow reading the files one by one)."""
     store = Store(params["base"], Series)
@@ -83,6 +92,7 @@ def intersections(params: dict[str, Any]) -> dict[str, Any]:
 def stream(params: dict[str, Any]) -> dict[str, Any]:
     """Write ``n_chunks`` chunks one by one with ``ds.write`` or a ParquetWriter."""
     path = Path(params["path"])
+    _clear(path)
     chunk_rows, n_chunks = params["chunk_rows"], params["n_chunks"]
     oupsish = params["mode"] == "oupsish"
     warm = path.with_name(path.name + "-warm")
@@ -122,6 +132,7 @@ def csv(params: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.csv as pa_csv
 
     path, source = Path(params["path"]), params["csv"]
+    _clear(path)
     chunk_rows = params["chunk_rows"]
     warm = path.with_name(path.name + "-warm")
     OrderedParquetDataset(warm, ordered_on=ORDERED_ON).ingest_csv(params["warm_csv"])

@@ -42,6 +42,10 @@ def test_scenarios_run_and_save_their_figures(tmp_path: Path) -> None:
     assert all(row["oupsish"] is not None for row in results["results"])
     markdown = (tmp_path / saved.name.replace(".json", ".md")).read_text()
     assert markdown.count("| metric |") == 4
+    # Peak RSS is the median of one fresh process per repeat, every run's peak kept.
+    memory = results["details"]["intersections"]["memory"]["oupsish"]
+    assert len(memory["peaks"]) == results["config"]["repeats"]
+    assert memory["peak_over_start"] == sorted(memory["peaks"])[len(memory["peaks"]) // 2]
     if sys.platform.startswith("linux"):  # the disk the durable figures depend on
         assert results["machine"]["filesystem"]["mount"] in str(tmp_path.resolve())
         assert f"File system of the work directory: {results['machine']['filesystem']['type']}" in (

@@ -11,10 +11,11 @@ from benchmarks.common import (
     Context,
     dataset_files,
     make_frame,
+    median_job,
     paired,
+    peaks_text,
     remove_dataset,
     row_time,
-    run_job,
 )
 from benchmarks.jobs import Series
 from oupsish import Store
@@ -71,7 +72,8 @@ def run(ctx: Context) -> None:
         "warm_end": str(row_time(rows_per_key // 10)),
     }
     mem = {
-        mode: run_job("intersections", {**params, "mode": mode}) for mode in ("oupsish", "pyarrow")
+        mode: median_job("intersections", {**params, "mode": mode}, ctx.repeats)
+        for mode in ("oupsish", "pyarrow")
     }
     one_rg_per_key = sum(rg_rows) * ROW_BYTES
     rec.add(
@@ -105,9 +107,10 @@ def run(ctx: Context) -> None:
     rec.note(
         NAME,
         f"{len(keys)} keys x {rows_per_key:,} rows, row groups {rg_rows}; one row group per "
-        f"key = {one_rg_per_key / MB:.0f} MB of pandas frame. Peak RSS measured in a fresh "
-        "process (VmHWM reset after warm-up); the baseline reads each file to pandas, one at "
-        "a time. The loop keeps the previous chunk alive while the next is built, as user "
-        "code does.",
+        f"key = {one_rg_per_key / MB:.0f} MB of pandas frame. Peak RSS: the median of "
+        f"{len(mem['oupsish']['peaks'])} fresh processes (VmHWM reset after warm-up; oupsish's "
+        f"runs: {peaks_text(mem['oupsish'], one_rg_per_key)}); the baseline reads each file to "
+        "pandas, one at a time. The loop keeps the previous chunk alive while the next is "
+        "built, as user code does.",
     )
     remove_dataset(work)
