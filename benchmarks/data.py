@@ -32,12 +32,14 @@ def make_frame(start_row: int, n_rows: int, *, seed: int = 0, offset_ms: int = 0
     for column in VALUE_COLUMNS:
         data[column] = rng.standard_normal(n_rows)
     data["n"] = rng.integers(0, 1_000_000, n_rows)
-    return pd.DataFrame(data)
+    frame: pd.DataFrame = pd.DataFrame(data)
+    return frame
 
 
 def row_time(row: float, *, offset_ms: int = 0) -> pd.Timestamp:
     """Return the time at which row ``row`` starts (before its jitter)."""
-    return pd.Timestamp(T0 + np.timedelta64(int(row * 1000) + offset_ms, "ms"))
+    time: pd.Timestamp = pd.Timestamp(T0 + np.timedelta64(int(row * 1000) + offset_ms, "ms"))
+    return time
 
 
 def chunks(

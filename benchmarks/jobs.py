@@ -109,7 +109,8 @@ def stream(params: dict[str, Any]) -> dict[str, Any]:
         span = pd.Timedelta(seconds=chunk_rows)
 
         def chunk(k: int) -> pd.DataFrame:
-            return base.assign(**{ORDERED_ON: base[ORDERED_ON] + k * span})
+            shifted: pd.DataFrame = base.assign(**{ORDERED_ON: base[ORDERED_ON] + k * span})
+            return shifted
 
         if oupsish:
             ds = OrderedParquetDataset(path, ordered_on=ORDERED_ON)

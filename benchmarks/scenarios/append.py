@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from functools import partial
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -41,12 +43,12 @@ def run(ctx: Context) -> None:
     work = ctx.workdir(NAME)
     ours_path, raw_path, disk_path = work / "ds", work / "raw", work / "disk"
 
-    def ours(encoding: dict[str, object], fsync: bool = True) -> None:
+    def ours(encoding: dict[str, Any], fsync: bool = True) -> None:
         ds = OrderedParquetDataset(ours_path, ordered_on=ORDERED_ON, fsync=fsync)
         for frame in frames:
             ds.write(df=frame, row_group_target_size=target, **encoding)
 
-    def raw(encoding: dict[str, object], sync: bool = False) -> None:
+    def raw(encoding: dict[str, Any], sync: bool = False) -> None:
         for i, frame in enumerate(frames):
             path = raw_path / f"part-{i:05d}.parquet"
             pq.write_table(to_table(frame), path, **encoding)
@@ -75,14 +77,14 @@ def run(ctx: Context) -> None:
         encoded = [path.read_bytes() for path in sorted(raw_path.iterdir())]
         found = interleaved(
             {
-                "ours": (lambda e=encoding: ours(e), lambda: remove_dataset(ours_path)),
-                "raw": (lambda e=encoding: raw(e), lambda: fresh_dir(raw_path)),
-                "raw+fsync": (lambda e=encoding: raw(e, True), lambda: fresh_dir(raw_path)),
+                "ours": (partial(ours, encoding), partial(remove_dataset, ours_path)),
+                "raw": (partial(raw, encoding), partial(fresh_dir, raw_path)),
+                "raw+fsync": (partial(raw, encoding, True), partial(fresh_dir, raw_path)),
                 "ours, fsync=False": (
-                    lambda e=encoding: ours(e, False),
-                    lambda: remove_dataset(ours_path),
+                    partial(ours, encoding, False),
+                    partial(remove_dataset, ours_path),
                 ),
-                "disk alone": (lambda b=encoded: disk_alone(b), lambda: fresh_dir(disk_path)),
+                "disk alone": (partial(disk_alone, encoded), partial(fresh_dir, disk_path)),
             },
             ctx.repeats,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,11 @@ PYARROW_CODECS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("zstd, no dictionary", {"compression": "zstd", "use_dictionary": False}),
 )
 FASTPARQUET_CODECS = ("none", "snappy", "zstd")
+
+
+def _read_folder(folder: Path) -> pd.DataFrame:
+    """Raw pyarrow's read of a folder of files, to pandas."""
+    return pq.read_table(folder).to_pandas()
 
 
 def _fastparquet() -> Any:
@@ -91,12 +97,12 @@ def run(ctx: Context) -> None:
             ours_write,
             raw_write,
             repeats,
-            setup_ours=lambda ds_path=ds_path: remove_dataset(ds_path),
-            setup_raw=lambda raw_dir=raw_dir: fresh_dir(raw_dir),
+            setup_ours=partial(remove_dataset, ds_path),
+            setup_raw=partial(fresh_dir, raw_dir),
         )
         read_ours_s, read_raw_s = paired(
             OrderedParquetDataset(ds_path).to_pandas,
-            lambda raw_dir=raw_dir: pq.read_table(raw_dir).to_pandas(),
+            partial(_read_folder, raw_dir),
             repeats + 2,  # reads are cheap next to writes: more rounds
         )
         rec.add(
@@ -148,9 +154,7 @@ def run(ctx: Context) -> None:
                 files = sorted(str(fp_dir / name) for name in os.listdir(fp_dir))
                 fastparquet.ParquetFile(files).to_pandas()
 
-            write_s = median(
-                timed(fp_write, repeats, setup=lambda fp_dir=fp_dir: fresh_dir(fp_dir))
-            )
+            write_s = median(timed(fp_write, repeats, setup=partial(fresh_dir, fp_dir)))
             read_s = median(timed(fp_read, repeats))
             add_row("fastparquet", codec, write_s, read_s, tree_bytes(fp_dir), "-")
             remove_dataset(fp_dir)

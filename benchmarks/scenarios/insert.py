@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def _duplicate_rows(
 ) -> pd.DataFrame:
     """``n`` corrections of stored rows of the row group (same timestamps, new values)."""
     stored = ds.read(start=row_time(first_row + 1), end_excl=row_time(first_row + rg_rows - 1))
-    picked = stored.iloc[np.linspace(0, len(stored) - 1, n).astype(np.int64)].reset_index(drop=True)
+    picked: pd.DataFrame = stored.iloc[np.linspace(0, len(stored) - 1, n).astype(np.int64)]
+    picked = picked.reset_index(drop=True)
     picked["a"] = picked["a"] + 1.0
     return picked
 
@@ -119,8 +121,8 @@ def run(ctx: Context) -> None:
                 touched = _file_of(ds, new)
                 ours_s, raw_s = seconds[(size, label)]
                 raw_s += timed(
-                    lambda touched=touched, new=new, d=duplicates_on: _raw_rewrite(
-                        touched, new, work / "raw.parquet", d is not None
+                    partial(
+                        _raw_rewrite, touched, new, work / "raw.parquet", duplicates_on is not None
                     ),
                     1,
                 )

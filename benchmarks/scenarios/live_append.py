@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from benchmarks.common import (
@@ -30,11 +32,11 @@ PREDECESSOR_ROWS_PER_S = 130_000  # issue 4's anchor for oups 2025.12 on this ma
 P95_TARGET_S = 0.030
 
 
-def _latencies(write: object, frames: list[object]) -> list[float]:
+def _latencies(write: Callable[[pd.DataFrame], None], frames: list[pd.DataFrame]) -> list[float]:
     seconds = []
     for frame in frames:
         start = time.perf_counter()
-        write(frame)  # type: ignore[operator]
+        write(frame)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -54,9 +56,9 @@ def run(ctx: Context) -> None:
     raw_dir = fresh_dir(work / "raw")
     counter = iter(range(10**9))
 
-    def raw_write(frame: object) -> None:
+    def raw_write(frame: pd.DataFrame) -> None:
         path = raw_dir / f"part-{next(counter):06d}.parquet"
-        pq.write_table(to_table(frame), path, **DEFAULT_ENCODING)  # type: ignore[arg-type]
+        pq.write_table(to_table(frame), path, **DEFAULT_ENCODING)
 
     raw_runs = []
     for _ in range(ctx.repeats):
@@ -77,7 +79,9 @@ def run(ctx: Context) -> None:
             settle()
             ds = OrderedParquetDataset(path, ordered_on=ORDERED_ON, fsync=fsync)
 
-            def write(frame: object, ds: OrderedParquetDataset = ds, target: int = target) -> None:
+            def write(
+                frame: pd.DataFrame, ds: OrderedParquetDataset = ds, target: int = target
+            ) -> None:
                 ds.write(df=frame, row_group_target_size=target, max_n_off_target_rgs=2)
 
             if repeat == 0 and ctx.profile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -85,7 +86,7 @@ def run(ctx: Context) -> None:
     raw_dir = work / "raw-small"
     raw_dir.mkdir()
 
-    def small() -> object:
+    def small() -> pd.DataFrame:
         i = next(appended)
         return make_frame(n_rows + i * 100, 100, seed=7)
 
@@ -142,7 +143,7 @@ def run(ctx: Context) -> None:
     source = store[first].dirpath
     for i in range(1, n_keys):
         key = Instrument(f"x{i // (N_FREQS * 20)}", f"s{i // N_FREQS}", Sampling(f"f{i % N_FREQS}"))
-        target = base / key.to_path()
+        target = base / key.to_path()  # type: ignore[attr-defined]
         shutil.copytree(source, target)
         for suffix in ("_opdmd", "_history"):  # the files beside the dataset's folder
             beside = source.with_name(source.name + suffix)
