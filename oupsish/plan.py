@@ -19,7 +19,7 @@ off-target row group
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +74,12 @@ class RowCountTarget:
         """Return which row groups are off target."""
         return (n_rows < self.min_on_target) | (n_rows > self.rows)
 
-    def split_offsets(self, values: Values) -> npt.NDArray[np.int64]:
-        """Return the row offsets (after 0) where merged rows start a new row group."""
-        return np.arange(self.rows, len(values), self.rows, dtype=np.int64)
+    def split_offsets(self, n_rows: int, values: Callable[[], Values]) -> npt.NDArray[np.int64]:
+        """Return the row offsets (after 0) where ``n_rows`` merged rows start a new row group.
+
+        The count alone decides: ``values`` is not called.
+        """
+        return np.arange(self.rows, n_rows, self.rows, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,12 @@ class PeriodTarget:
         off[1:] |= shared
         return off
 
-    def split_offsets(self, values: Values) -> npt.NDArray[np.int64]:
-        """Return the row offsets (after 0) where a new period starts."""
-        (codes,) = self.period_codes(values)
+    def split_offsets(self, n_rows: int, values: Callable[[], Values]) -> npt.NDArray[np.int64]:
+        """Return the row offsets (after 0) where a new period starts.
+
+        ``values()`` returns the ``n_rows`` merged ``ordered_on`` values.
+        """
+        (codes,) = self.period_codes(values())
         return (np.flatnonzero(codes[1:] != codes[:-1]) + 1).astype(np.int64)
 
 

@@ -51,6 +51,7 @@ from oupsish.naming import PositionKey, allocate_keys, format_name, has_room_bef
 from oupsish.plan import (
     PeriodTarget,
     Target,
+    Values,
     Window,
     make_room_before_first,
     make_target,
@@ -269,11 +270,11 @@ def _merge_sorted(existing: pa.Table, new: pa.Table, column: str) -> pa.Table:
         return new
     if new.num_rows == 0:
         return existing
+    combined = pa.concat_tables([existing, new])
+    if _appends(existing, new, column):
+        return combined  # without converting the columns to compare them
     existing_values = ordered_values(existing.column(column))
     new_values = ordered_values(new.column(column))
-    combined = pa.concat_tables([existing, new])
-    if existing_values[-1] <= new_values[0]:
-        return combined
     new_positions = np.searchsorted(existing_values, new_values, side="right") + np.arange(
         len(new_values)
     )
@@ -552,7 +553,7 @@ def _stitch_append(
     new = table.slice(window.new_start, window.n_new)
     stored = _read_existing(txn, indices, prepared.schema, [column]).column(column)
     ordered = pa.chunked_array([*stored.chunks, *new.column(column).chunks], type=stored.type)
-    if len(prepared.target.split_offsets(ordered_values(ordered))):
+    if len(prepared.target.split_offsets(len(ordered), lambda: ordered_values(ordered))):
         return None  # more than one row group
     (key,) = _window_keys(snapshot, window, 1)
     n_rows = len(ordered)
@@ -606,12 +607,15 @@ def _encode_window(
     merged = _merge_sorted(existing, new, column)
     if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
         merged = _drop_duplicates(merged, prepared.duplicate_subset, column)
-    if existing.num_rows == 0 and prepared.table is not None:
-        stop = window.new_start + window.n_new
-        values = prepared.new_values[window.new_start : stop]  # a view: no copy
-    else:
-        values = ordered_values(merged.column(column))
-    bounds = [0, *prepared.target.split_offsets(values).tolist(), merged.num_rows]
+
+    def values() -> Values:  # read by period targets only (often a copy of the column)
+        if existing.num_rows == 0 and prepared.table is not None:
+            stop = window.new_start + window.n_new
+            return prepared.new_values[window.new_start : stop]  # a view: no copy
+        return ordered_values(merged.column(column))
+
+    offsets = prepared.target.split_offsets(merged.num_rows, values)
+    bounds = [0, *offsets.tolist(), merged.num_rows]
     keys = _window_keys(snapshot, window, len(bounds) - 1)
     appends = (
         len(bounds) == 2

@@ -114,9 +114,13 @@ def test_room_before_first() -> None:
     assert make_room_before_first([Window(1, 1, 0, 3)]) == [Window(1, 1, 0, 3)]
 
 
+def _never() -> np.ndarray:
+    raise AssertionError("a row-count target splits by the count alone")
+
+
 def test_row_count_split() -> None:
-    assert RowCountTarget(4).split_offsets(np.arange(10)).tolist() == [4, 8]
-    assert RowCountTarget(4).split_offsets(np.arange(4)).tolist() == []
+    assert RowCountTarget(4).split_offsets(10, _never).tolist() == [4, 8]
+    assert RowCountTarget(4).split_offsets(4, _never).tolist() == []
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
@@ -125,15 +129,16 @@ def test_period_split_for_every_unit(unit: str) -> None:
         ["2024-01-01T10", "2024-01-01T23", "2024-01-02T00", "2024-01-05T01"],
         dtype=f"datetime64[{unit}]",
     )
-    assert PeriodTarget("1D").split_offsets(values).tolist() == [2, 3]
-    assert PeriodTarget("MS").split_offsets(values).tolist() == []
+    assert PeriodTarget("1D").split_offsets(len(values), lambda: values).tolist() == [2, 3]
+    assert PeriodTarget("MS").split_offsets(len(values), lambda: values).tolist() == []
 
 
 def test_period_split_follows_the_local_calendar() -> None:
     # 23:30 UTC on Jan 1 is 00:30 on Jan 2 in Paris.
     values = np.array(["2024-01-01T22:00", "2024-01-01T23:30"], dtype="datetime64[us]")
-    assert PeriodTarget("1D", tz="Europe/Paris").split_offsets(values).tolist() == [1]
-    assert PeriodTarget("1D").split_offsets(values).tolist() == []
+    paris = PeriodTarget("1D", tz="Europe/Paris")
+    assert paris.split_offsets(len(values), lambda: values).tolist() == [1]
+    assert PeriodTarget("1D").split_offsets(len(values), lambda: values).tolist() == []
 
 
 @pytest.mark.parametrize("bad", [0, -5, True, "nonsense", 1.5, None])
