@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from benchmarks.common import (
     Context,
     Row,
     chunks,
+    dataset_files,
     fresh_dir,
     median,
     percentile,
@@ -38,6 +40,32 @@ def _latencies(write: Callable[[pd.DataFrame], None], frames: list[pd.DataFrame]
         start = time.perf_counter()
         write(frame)
         seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _disk_floor(commit_rows: list[int], bytes_per_row: float, folder: Path) -> list[float]:
+    """Write each commit's bytes to a new file and fsync it; return each commit's seconds.
+
+    The I/O floor of a durable live append: the disk's time alone for the bytes the writes
+    and their merges put on it, with no encoding, no reading of the row groups merged and
+    no metadata (the same pattern of file sizes, in the same order).
+    """
+    sizes = [max(1, round(rows * bytes_per_row)) for rows in commit_rows]
+    data = memoryview(os.urandom(max(sizes)))
+    fresh_dir(folder)
+    settle()
+    seconds = []
+    for i, size in enumerate(sizes):
+        path = folder / f"{i:06d}"
+        start = time.perf_counter()
+        with open(path, "wb") as file:
+            file.write(data[:size])
+            file.flush()
+            os.fsync(file.fileno())
+        seconds.append(time.perf_counter() - start)
+        if i >= 2:  # untimed: the disk holds what the dataset would, not every file
+            os.unlink(folder / f"{i - 2:06d}")
+    remove_dataset(folder)
     return seconds
 
 
@@ -68,6 +96,7 @@ def run(ctx: Context) -> None:
     raw_rate = n_chunks * CHUNK_ROWS / median([sum(run) for run in raw_runs])
 
     ours_by_variant: dict[tuple[int, int, bool], tuple[float, float]] = {}
+    ceilings: dict[tuple[int, int], float] = {}  # the durable variants' disk-bound rows/s
     rate_rows: dict[tuple[int, int], Row] = {}  # the durable variants' rows/s rows
     for target, n_writes, fsync in variants:
         n_rows = n_writes * CHUNK_ROWS
@@ -146,13 +175,15 @@ def run(ctx: Context) -> None:
             met=near and full_until >= (n_rows // target) - 1,
         )
         rec.detail(NAME, **{f"row_group_sizes[{target}]": sizes.tolist()})
+        if fsync:
+            ceilings[(target, n_writes)] = _add_ceiling(ctx, last, label, work, raw_rate, raw_lat)
         rec.note(
             NAME,
             f"{label}: {len(sizes)} row groups, {full_until} on target (0.8-1x), then "
             f"{tail.tolist()[:6]}{'...' if len(tail) > 6 else ''} rows still filling.",
         )
     if ctx.oups_python:
-        _predecessor(ctx, work, ours_by_variant, rate_rows)
+        _predecessor(ctx, work, ours_by_variant, rate_rows, ceilings)
     rec.note(
         NAME,
         f"Chunks of {CHUNK_ROWS:,} rows, default encoding (snappy, no dictionary on "
@@ -162,7 +193,58 @@ def run(ctx: Context) -> None:
         "rows/s measured in the same run when it runs (--oups-python; issue 4's targets "
         "are ratios in one run), else issue 4's anchor (130k rows/s).",
     )
+    rec.note(
+        NAME,
+        "Each merge with max_n_off_target_rgs rewrites the trailing off-target row groups "
+        "with the new rows ('rows written / rows appended'). The 'durable ceiling' writes "
+        "each commit's bytes (its rows x the dataset's bytes per row) to a new file with an "
+        "fsync, in the same order, and nothing else: the disk's pace for that pattern, which "
+        "bounds what any durable writer following the same merge rule can reach.",
+    )
     remove_dataset(work)
+
+
+def _add_ceiling(
+    ctx: Context,
+    ds: OrderedParquetDataset,
+    label: str,
+    work: Path,
+    raw_rate: float,
+    raw_lat: list[float],
+) -> float:
+    """Add the rows rewritten and the durable ceiling of ``ds``'s writes; return its rows/s."""
+    rec = ctx.recorder
+    history = ds.history()
+    commit_rows = [int(rows) for rows in history["rows_added"]]
+    appended = int(history["rows_after"].iloc[-1])
+    files = dataset_files(ds)
+    bytes_per_row = sum(file.stat().st_size for file in files) / appended
+    rec.add(
+        NAME,
+        f"rows written / rows appended, {label}",
+        "x",
+        sum(commit_rows) / appended,
+        pyarrow=1.0,
+        better="lower",
+    )
+    floor = _disk_floor(commit_rows, bytes_per_row, work / "floor")
+    ceiling = appended / sum(floor)
+    rec.add(
+        NAME,
+        f"durable ceiling, {label}: each commit's bytes written and fsynced, no encoding",
+        "rows/s",
+        ceiling,
+        pyarrow=raw_rate,
+    )
+    rec.add(
+        NAME,
+        f"durable ceiling's p95 write latency, {label}",
+        "s",
+        percentile(floor, 95),
+        pyarrow=percentile(raw_lat, 95),
+        better="lower",
+    )
+    return ceiling
 
 
 def _predecessor(
@@ -170,6 +252,7 @@ def _predecessor(
     work: Path,
     ours: dict[tuple[int, int, bool], tuple[float, float]],
     rate_rows: dict[tuple[int, int], Row],
+    ceilings: dict[tuple[int, int], float],
 ) -> None:
     """The same writes with the predecessor (``--oups-python``), after oupsish's.
 
@@ -208,6 +291,7 @@ def _predecessor(
                 f"{rows_per_s / 1e6:.2f}M rows/s, p95 {p95 * 1e3:.1f} ms",
                 f"{rows_per_s / theirs:.2f}",
                 "-" if no_sync is None else f"{no_sync[0] / theirs:.2f}",
+                f"{ceilings[(target, n_writes)] / theirs:.2f}",
             ]
         )
         ctx.recorder.detail(NAME, **{f"predecessor[{target}]": found})
@@ -219,6 +303,7 @@ def _predecessor(
             "oupsish (durable)",
             "oupsish / predecessor",
             "oupsish fsync=False / predecessor",
+            "durable ceiling / predecessor",
         ],
         rows,
     )
