@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 
 from oupsish import faults
-from oupsish.durable import background, fsync_path
+from oupsish.durable import background, drop_cached_pages_later, fsync_path
 from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
 from oupsish.lock import LockTimeout, WriterLock
@@ -399,6 +399,9 @@ class Transaction:
                 retire(self.paths, name)
             except OSError:
                 clean = False
+            else:
+                if self._fsync:  # its pages are clean: the OS may reuse them at once
+                    drop_cached_pages_later(self.paths.superseded_file(name))
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
         self._clean = clean
         self.snapshot = snapshot

@@ -16,6 +16,7 @@ ext4 (2 cores): 100k-row appends 7% faster, live appends that coalesce a growing
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import io
@@ -29,7 +30,16 @@ from typing import Any, TypeVar
 
 from oupsish.threads import LazyPool
 
-__all__ = ["FileRange", "SyncedFile", "background", "fsync_path", "read_at", "start_writeback"]
+__all__ = [
+    "FileRange",
+    "SyncedFile",
+    "background",
+    "drop_cached_pages",
+    "drop_cached_pages_later",
+    "fsync_path",
+    "read_at",
+    "start_writeback",
+]
 
 _T = TypeVar("_T")
 
@@ -228,6 +238,39 @@ class SyncedFile(io.RawIOBase):
             if self._flushing is not None:
                 self._flushing.exception()  # wait: the descriptor must outlive its fsync
             os.close(fd)
+
+
+def drop_cached_pages(path: Path) -> None:
+    """Tell the OS it may reuse the page cache that ``path`` holds; best effort.
+
+    For files no snapshot lists any more: kept for a while for readers of older snapshots
+    (who would then read from disk), they would otherwise stay in memory until deleted.
+    Coalescing live appends retire about as many bytes as they write (into 1M-row groups,
+    2.6 GB over 300 writes of 10k rows), and new writes then take fresh pages instead of
+    recycled ones: in a virtual machine that hands free memory back to its host, 0.34-0.38M
+    rows/s with a p95 latency of 106-116 ms, against 0.74-0.79M rows/s and 29 ms dropping
+    them (measured). Only clean pages are dropped: for a file not yet flushed, this starts
+    its writeback instead.
+    """
+    advise = getattr(os, "posix_fadvise", None)  # not on macOS nor Windows
+    if advise is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def drop_cached_pages_later(path: Path) -> None:
+    """Run :func:`drop_cached_pages` on a background thread; do not wait for it."""
+    with contextlib.suppress(RuntimeError):  # the interpreter is exiting: skip the hint
+        background(drop_cached_pages, path)
 
 
 def read_at(fd: int, length: int, offset: int) -> bytes:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -267,3 +270,46 @@ def test_without_fdatasync_nor_pread_files_are_still_written(
         file.copy(FileRange(opened.fileno(), 10, 1000))
         file.finish().result()
     assert (tmp_path / "g").read_bytes() == source.read_bytes()[10:1010]
+
+
+def _resident_pages(path: Path) -> int:
+    """How many of ``path``'s pages the OS holds in its page cache (Linux ``mincore``)."""
+    size = path.stat().st_size
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = os.sysconf("SC_PAGE_SIZE")
+    vector = (ctypes.c_ubyte * ((size + page - 1) // page))()
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+        view = (ctypes.c_char * size).from_buffer(mapped)  # maps, reads nothing
+        try:
+            address = ctypes.c_void_p(ctypes.addressof(view))
+            if libc.mincore(address, ctypes.c_size_t(size), vector) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del view
+    return sum(byte & 1 for byte in vector)
+
+
+def _superseded_after_a_merge(tmp_path: Path, fsync: bool) -> Path:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=fsync)
+    for start in range(0, 3 * 20_000, 20_000):  # the third write merges the two before
+        ds.write(df=frame(start, 20_000), row_group_target_size=1_000_000, max_n_off_target_rgs=1)
+    [*superseded] = (tmp_path / "ds").glob(".*.superseded")
+    assert superseded
+    return superseded[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, posix_fadvise: Linux")
+def test_a_retired_file_leaves_the_page_cache(tmp_path: Path) -> None:
+    retired = _superseded_after_a_merge(tmp_path, fsync=True)
+    deadline = time.monotonic() + 5  # the hint is given on a background thread
+    while _resident_pages(retired) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _resident_pages(retired) == 0
+    assert pq.read_table(retired).num_rows > 0  # still readable for older snapshots
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, posix_fadvise: Linux")
+def test_without_fsync_retired_files_keep_their_pages(tmp_path: Path) -> None:
+    # Their pages may be dirty: dropping them would start their writeback.
+    retired = _superseded_after_a_merge(tmp_path, fsync=False)
+    assert _resident_pages(retired) > 0
