@@ -39,6 +39,7 @@ __all__ = [
     "fsync_path",
     "read_at",
     "start_writeback",
+    "wait_for_background",
 ]
 
 _T = TypeVar("_T")
@@ -271,6 +272,15 @@ def drop_cached_pages_later(path: Path) -> None:
     """Run :func:`drop_cached_pages` on a background thread; do not wait for it."""
     with contextlib.suppress(RuntimeError):  # the interpreter is exiting: skip the hint
         background(drop_cached_pages, path)
+
+
+def wait_for_background() -> None:
+    """Wait until the background work started so far is done.
+
+    Writers wait for their own fsyncs; this also waits for the hints that follow a
+    commit, such as :func:`drop_cached_pages_later`.
+    """
+    _fsync_threads.join()
 
 
 def read_at(fd: int, length: int, offset: int) -> bytes:

@@ -42,6 +42,13 @@ class LazyPool:
                 self._executor = ThreadPoolExecutor(self.max_workers, self._name)
             return self._executor.submit(function, *args)
 
+    def join(self) -> None:
+        """Wait for every task submitted so far; a later task starts the threads again."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
     def _forget(self) -> None:
         self._executor, self._lock = None, threading.Lock()
 

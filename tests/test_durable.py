@@ -7,7 +7,6 @@ import errno
 import mmap
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -301,9 +300,7 @@ def _superseded_after_a_merge(tmp_path: Path, fsync: bool) -> Path:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, posix_fadvise: Linux")
 def test_a_retired_file_leaves_the_page_cache(tmp_path: Path) -> None:
     retired = _superseded_after_a_merge(tmp_path, fsync=True)
-    deadline = time.monotonic() + 5  # the hint is given on a background thread
-    while _resident_pages(retired) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    durable.wait_for_background()  # the hint is given on a background thread
     assert _resident_pages(retired) == 0
     assert pq.read_table(retired).num_rows > 0  # still readable for older snapshots
 
@@ -312,4 +309,5 @@ def test_a_retired_file_leaves_the_page_cache(tmp_path: Path) -> None:
 def test_without_fsync_retired_files_keep_their_pages(tmp_path: Path) -> None:
     # Their pages may be dirty: dropping them would start their writeback.
     retired = _superseded_after_a_merge(tmp_path, fsync=False)
+    durable.wait_for_background()
     assert _resident_pages(retired) > 0
