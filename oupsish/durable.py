@@ -277,8 +277,9 @@ def drop_cached_pages_later(path: Path) -> None:
 def wait_for_background() -> None:
     """Wait until the background work started so far is done.
 
-    Writers wait for their own fsyncs; this also waits for the hints that follow a
-    commit, such as :func:`drop_cached_pages_later`.
+    Writers wait for their own fsyncs; this also waits for what they leave running
+    after a commit: the page-cache hints of :func:`drop_cached_pages_later` and the
+    purges of retired files.
     """
     _fsync_threads.join()
 
