@@ -157,8 +157,8 @@ def run_faulty_write(folder: Path) -> None:
     try:
         OrderedParquetDataset(folder).write(**{**FAULTY_WRITE, "df": FAULTY_WRITE["df"].copy()})
     finally:
-        # A commit's last file operations, the hints about retired files' cached pages,
-        # run in the background: every run counts and meets them all.
+        # Some file operations run in the background (the hints about retired files'
+        # cached pages, purges): every run counts and meets them all.
         durable.wait_for_background()
 
 
