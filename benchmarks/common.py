@@ -77,6 +77,14 @@ def remove_dataset(path: Path) -> None:
             os.unlink(path.with_name(path.name + suffix))
 
 
+def write_durably(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to the new file ``path`` and fsync it: the disk's part of a durable write."""
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def fresh_dir(path: Path) -> Path:
     """Return ``path`` as a new empty folder."""
     remove_dataset(path)

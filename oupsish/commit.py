@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 
 from oupsish import faults
-from oupsish.durable import background, drop_cached_pages_later, fsync_path
+from oupsish.durable import background, drop_cached_pages, fsync_path, in_background
 from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
 from oupsish.lock import LockTimeout, WriterLock
@@ -219,8 +219,7 @@ def purge_superseded_later(paths: DatasetPaths) -> None:
     ones. An error is left to the next purge; it does not fail the write.
     """
     _last_purge[paths.folder] = time.time()  # one purge at a time per folder and process
-    with contextlib.suppress(RuntimeError):  # the interpreter is exiting: a later writer purges
-        background(purge_superseded, paths)
+    in_background(purge_superseded, paths)
 
 
 def purge_is_due(paths: DatasetPaths) -> bool:
@@ -417,7 +416,7 @@ class Transaction:
                 clean = False
             else:
                 if self._fsync:  # its pages are clean: the OS may reuse them at once
-                    drop_cached_pages_later(self.paths.superseded_file(name))
+                    in_background(drop_cached_pages, self.paths.superseded_file(name))
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
         self._clean = clean
         self.snapshot = snapshot

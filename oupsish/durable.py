@@ -35,8 +35,8 @@ __all__ = [
     "SyncedFile",
     "background",
     "drop_cached_pages",
-    "drop_cached_pages_later",
     "fsync_path",
+    "in_background",
     "read_at",
     "start_writeback",
     "wait_for_background",
@@ -268,18 +268,21 @@ def drop_cached_pages(path: Path) -> None:
         os.close(fd)
 
 
-def drop_cached_pages_later(path: Path) -> None:
-    """Run :func:`drop_cached_pages` on a background thread; do not wait for it."""
-    with contextlib.suppress(RuntimeError):  # the interpreter is exiting: skip the hint
-        background(drop_cached_pages, path)
+def in_background(function: Callable[..., object], *args: Any) -> None:
+    """Start best-effort work (``function(*args)``) on the background threads; do not wait.
+
+    For what may follow a commit without delaying it: its errors are not raised, and it is
+    skipped when the interpreter is exiting (a later writer does it again).
+    """
+    with contextlib.suppress(RuntimeError):
+        background(function, *args)
 
 
 def wait_for_background() -> None:
     """Wait until the background work started so far is done.
 
     Writers wait for their own fsyncs; this also waits for what they leave running
-    after a commit: the page-cache hints of :func:`drop_cached_pages_later` and the
-    purges of retired files.
+    after a commit (:func:`in_background`): page-cache hints and purges of retired files.
     """
     _fsync_threads.join()
 

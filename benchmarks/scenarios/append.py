@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Any
 
@@ -24,6 +23,7 @@ from benchmarks.common import (
     remove_dataset,
     to_table,
     tree_bytes,
+    write_durably,
 )
 from oupsish import OrderedParquetDataset
 from oupsish.commit import fsync_path
@@ -59,11 +59,7 @@ def run(ctx: Context) -> None:
         # The I/O floor of a durable append: the same bytes, already encoded, written to
         # one file per chunk and fsynced, as each oupsish write must before it returns.
         for i, data in enumerate(encoded):
-            path = disk_path / f"part-{i:05d}.parquet"
-            with open(path, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
+            write_durably(disk_path / f"part-{i:05d}.parquet", data)
 
     append_s = 0.0  # the durable appends with the default encoding, for the predecessor's table
     for label, encoding in (

@@ -24,6 +24,7 @@ from benchmarks.common import (
     remove_dataset,
     settle,
     to_table,
+    write_durably,
 )
 from oupsish import OrderedParquetDataset
 
@@ -56,12 +57,8 @@ def _disk_floor(commit_rows: list[int], bytes_per_row: float, folder: Path) -> l
     settle()
     seconds = []
     for i, size in enumerate(sizes):
-        path = folder / f"{i:06d}"
         start = time.perf_counter()
-        with open(path, "wb") as file:
-            file.write(data[:size])
-            file.flush()
-            os.fsync(file.fileno())
+        write_durably(folder / f"{i:06d}", data[:size])
         seconds.append(time.perf_counter() - start)
         if i >= 2:  # untimed: the disk holds what the dataset would, not every file
             os.unlink(folder / f"{i - 2:06d}")
