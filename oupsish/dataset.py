@@ -36,8 +36,9 @@ from oupsish.naming import is_data_file_name, parse_name
 from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
 from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
+from oupsish.tail_cache import TailCache
 from oupsish.verify import Problem, verify_dataset
-from oupsish.writer import TailCache, WriteOptions, resolve_ordered_on, schema_of, write_dataset
+from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
 
 if TYPE_CHECKING:
     import dask.dataframe

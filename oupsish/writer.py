@@ -12,7 +12,6 @@ Each step only uses what the previous ones produced:
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import functools
 import os
@@ -60,10 +59,10 @@ from oupsish.plan import (
 from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
 from oupsish.stitch import Source, concatenate_row_groups
+from oupsish.tail_cache import TailCache, memory_ranges
 
 __all__ = [
     "Prepared",
-    "TailCache",
     "WriteOptions",
     "execute",
     "prepare",
@@ -309,57 +308,6 @@ def _drop_duplicates(table: pa.Table, subset: list[str], column: str) -> pa.Tabl
     return table.filter(pa.array(keep))
 
 
-MemoryRanges = list[tuple[int, int]]
-
-
-def memory_ranges(table: pa.Table) -> MemoryRanges:
-    """Return the address ranges of the buffers behind ``table``."""
-    return [
-        (buffer.address, buffer.address + buffer.size)
-        for column in table.columns
-        for chunk in column.chunks
-        for buffer in chunk.buffers()
-        if buffer is not None and buffer.size
-    ]
-
-
-def detached(table: pa.Table, ranges: MemoryRanges) -> pa.Table:
-    """Return ``table`` with a copy of each chunk whose memory lies in ``ranges``.
-
-    Conversions from numpy share the caller's memory, which the caller may reuse once
-    ``write()`` returns: rows kept beyond the call must not. Only those chunks are copied.
-    A kept tail gathers a chunk per write (100 for 1M rows written 10k at a time): each
-    buffer's address is looked up among the sorted ranges, and columns without such a
-    chunk are kept as they are.
-    """
-    starts: list[int] = []
-    ends: list[int] = []
-    for low, high in sorted(ranges):
-        if ends and low <= ends[-1]:
-            ends[-1] = max(ends[-1], high)
-        else:
-            starts.append(low)
-            ends.append(high)
-
-    def shares(chunk: pa.Array[Any]) -> bool:
-        for buffer in chunk.buffers():
-            if buffer is not None and buffer.size:
-                at = bisect.bisect_right(starts, buffer.address) - 1
-                if at >= 0 and buffer.address < ends[at]:
-                    return True
-        return False
-
-    columns, copied = [], False
-    for column in table.columns:
-        chunks = list(column.chunks)
-        shared = [index for index, chunk in enumerate(chunks) if shares(chunk)]
-        for index in shared:
-            chunks[index] = pa.concat_arrays([chunks[index]])  # a copy, of the slice only
-        copied = copied or bool(shared)
-        columns.append(pa.chunked_array(chunks, type=column.type) if shared else column)
-    return pa.Table.from_arrays(columns, schema=table.schema) if copied else table
-
-
 def _write_chunk(
     path: Path,
     sync: bool,
@@ -445,68 +393,6 @@ def _read_existing(
         raise CorruptDatasetError(
             f"{error}; the write needs these rows, so it was refused and nothing changed."
         ) from error
-
-
-class TailCache:
-    """The trailing off-target row groups a dataset handle wrote, kept for its next write.
-
-    With ``max_n_off_target_rgs``, small writes keep rewriting the dataset's tail, and
-    reading it back from disk costs about as much as writing it. The tables are only used
-    while the committed snapshot is still the one this handle produced (the writer reuses
-    it when the metadata file is unchanged): after any other commit, even one that deleted
-    and recreated the dataset with the same file names, the rows are read from disk.
-    """
-
-    MAX_BYTES = 64 * 2**20  # memory a handle may keep between writes
-
-    def __init__(self) -> None:
-        self.tables: dict[str, pa.Table] = {}
-        self.snapshot: Snapshot | None = None  # the state the tables belong to
-
-    def get(self, snapshot: Snapshot, names: Sequence[str]) -> pa.Table | None:
-        """Return the rows of these files of ``snapshot``, if every one of them is kept."""
-        if snapshot is not self.snapshot:
-            return None
-        if not names or any(name not in self.tables for name in names):
-            return None
-        return pa.concat_tables([self.tables[name] for name in names])
-
-    def clear(self) -> None:
-        """Forget every table."""
-        self.tables, self.snapshot = {}, None
-
-    def keep(
-        self,
-        base: Snapshot,
-        snapshot: Snapshot,
-        count: int,
-        written: Mapping[str, pa.Table],
-        callers_memory: MemoryRanges,
-    ) -> None:
-        """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
-
-        ``snapshot`` was committed on top of ``base``; tables kept for an older state are
-        reused only if ``base`` is that state. Coalescing merges the trailing off-target
-        row groups, and may complete the last on-target one: ``max_n_off_target_rgs + 1``
-        of them at most. Tables just ``written`` are kept :func:`detached` from
-        ``callers_memory``, which the caller may reuse once the write returns.
-        """
-        previous = self.tables if base is self.snapshot else {}
-        kept: dict[str, pa.Table] = {}
-        size = 0
-        for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
-            name = snapshot.file_names[index]
-            if name in written:
-                table = detached(written[name], callers_memory)
-            elif name in previous:
-                table = previous[name]
-            else:
-                break
-            size += table.get_total_buffer_size()  # whole buffers, even of a slice
-            if size > self.MAX_BYTES:
-                break
-            kept[name] = table
-        self.tables, self.snapshot = kept, snapshot
 
 
 def _window_keys(snapshot: Snapshot, window: Window, count: int) -> list[PositionKey]:

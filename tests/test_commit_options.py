@@ -19,8 +19,8 @@ import oupsish.durable
 from oupsish import OrderedParquetDataset, Store, faults, file_read, toplevel
 from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
+from oupsish.tail_cache import detached, memory_ranges
 from oupsish.testing import assert_same_rows
-from oupsish.writer import detached, memory_ranges
 
 
 def frame(start: int, n: int) -> pd.DataFrame:
