@@ -190,14 +190,25 @@ class TailCache:
         self.tables: dict[str, pa.Table] = {}
         self.snapshot: Snapshot | None = None  # the state the tables belong to
 
-    def get(self, snapshot: Snapshot, names: Sequence[str]) -> pa.Table | None:
-        """Return the rows of these files of ``snapshot``, if every one of them is kept."""
+    def get(
+        self, snapshot: Snapshot, names: Sequence[str], columns: Sequence[str] | None = None
+    ) -> pa.Table | None:
+        """Return the rows of these files of ``snapshot``, if every one of them is kept.
+
+        ``columns``: the columns needed (``None``: all that are kept); ``None`` is returned
+        when a table kept lacks one of them.
+        """
         tables = self.tables  # the budget may empty this cache meanwhile: read once
         if snapshot is not self.snapshot:
             return None
         if not names or any(name not in tables for name in names):
             return None
-        return pa.concat_tables([tables[name] for name in names])
+        found = [tables[name] for name in names]
+        if columns is not None:
+            if any(set(columns) - set(table.column_names) for table in found):
+                return None
+            found = [table.select(list(columns)) for table in found]
+        return pa.concat_tables(found)
 
     def clear(self) -> None:
         """Forget every table."""
@@ -210,6 +221,7 @@ class TailCache:
         count: int,
         written: Mapping[str, pa.Table],
         callers_memory: MemoryRanges,
+        columns: Sequence[str] | None = None,
     ) -> None:
         """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
 
@@ -217,7 +229,8 @@ class TailCache:
         reused only if ``base`` is that state. Coalescing merges the trailing off-target
         row groups, and may complete the last on-target one: ``max_n_off_target_rgs + 1``
         of them at most. Tables just ``written`` are kept :func:`detached` from
-        ``callers_memory``, which the caller may reuse once the write returns.
+        ``callers_memory``, which the caller may reuse once the write returns; of them,
+        only ``columns`` when given (and the tables hold them).
         """
         previous = self.tables if base is self.snapshot else {}
         kept: dict[str, pa.Table] = {}
@@ -225,7 +238,10 @@ class TailCache:
         for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
             name = snapshot.file_names[index]
             if name in written:
-                table = detached(written[name], callers_memory)
+                table = written[name]
+                if columns is not None and not set(columns) - set(table.column_names):
+                    table = table.select(list(columns))
+                table = detached(table, callers_memory)
             elif name in previous:
                 table = previous[name]
             else:

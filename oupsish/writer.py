@@ -415,14 +415,17 @@ def _stitch_append(
     parquet: ParquetOptions,
     commit: int,
     column: str,
+    tail: TailCache,
+    written: dict[str, pa.Table],
 ) -> pa.Table | None:
     """Stage a window that appends new rows to stored row groups, as one row group.
 
     The stored pages are copied (:func:`_stitched`), so of the stored rows only the
-    ordered column is read: it places the row-group boundaries. A write coalescing 1M new
-    rows into 3M stored ones no longer holds the 3M rows in memory. Returns the new row
-    group's statistics, or ``None`` (nothing staged) when the window does not qualify:
-    its rows are then merged and encoded.
+    ordered column is needed, which places the row-group boundaries: from ``tail`` if it
+    holds it, else read from disk. A write coalescing 1M new rows into 3M stored ones
+    does not hold the 3M rows in memory. Returns the new row group's statistics, or
+    ``None`` (nothing staged) when the window does not qualify: its rows are then merged
+    and encoded. The ordered column of the file staged is added to ``written``.
     """
     snapshot, table = txn.snapshot, prepared.table
     if (
@@ -437,8 +440,12 @@ def _stitch_append(
         return None
     indices = range(window.rg_start, window.rg_end)
     new = table.slice(window.new_start, window.n_new)
-    stored = _read_existing(txn, indices, prepared.schema, [column]).column(column)
-    ordered = pa.chunked_array([*stored.chunks, *new.column(column).chunks], type=stored.type)
+    stored = tail.get(snapshot, [snapshot.file_names[index] for index in indices], [column])
+    if stored is None:
+        stored = _read_existing(txn, indices, prepared.schema, [column])
+    ordered = pa.chunked_array(
+        [*stored.column(column).chunks, *new.column(column).chunks], type=new.column(column).type
+    )
     if len(prepared.target.split_offsets(len(ordered), lambda: ordered_values(ordered))):
         return None  # more than one row group
     (key,) = _window_keys(snapshot, window, 1)
@@ -450,6 +457,7 @@ def _stitch_append(
         txn.stage(
             name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
         )
+    written[name] = pa.Table.from_arrays([ordered], names=[column])
     return stats_table(
         [name],
         [n_rows],
@@ -475,20 +483,20 @@ def _encode_window(
     snapshot = txn.snapshot
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
+    stitched_stats = _stitch_append(txn, window, prepared, parquet, commit, column, tail, written)
+    if stitched_stats is not None:
+        return stitched_stats
     indices = range(window.rg_start, window.rg_end)
-    existing = tail.get(snapshot, [snapshot.file_names[index] for index in indices])
+    names = [snapshot.file_names[index] for index in indices]
+    existing = tail.get(snapshot, names, None if schema is None else schema.names)
     if existing is None:
-        stitched_stats = _stitch_append(txn, window, prepared, parquet, commit, column)
-        if stitched_stats is not None:
-            return stitched_stats
         existing = _read_existing(txn, indices, schema)
     new = (
         prepared.table.slice(window.new_start, window.n_new)
         if prepared.table is not None
         else existing.schema.empty_table()
     )
-    same_schema = existing.schema == new.schema
-    if existing.num_rows and not same_schema:
+    if existing.num_rows and existing.schema != new.schema:
         existing = existing.cast(new.schema)
     merged = _merge_sorted(existing, new, column)
     if prepared.duplicate_subset is not None and window.rg_end > window.rg_start:
@@ -503,29 +511,18 @@ def _encode_window(
     offsets = prepared.target.split_offsets(merged.num_rows, values)
     bounds = [0, *offsets.tolist(), merged.num_rows]
     keys = _window_keys(snapshot, window, len(bounds) - 1)
-    appends = (
-        len(bounds) == 2
-        and same_schema
-        and prepared.duplicate_subset is None
-        and _appends(existing, new, column)
-    )
     ordered = merged.column(column)
     names, n_rows, mins, maxs = [], [], [], []
-    with (
-        _stitched(txn, indices, new, parquet, merged.num_rows)
-        if appends
-        else contextlib.nullcontext(None)
-    ) as stitched:
-        for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
-            chunk = merged.slice(start, end - start)
-            name = format_name(key, snapshot.top_width, commit)
-            write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=stitched)
-            txn.stage(name, write)
-            written[name] = chunk
-            names.append(name)
-            n_rows.append(chunk.num_rows)
-            mins.append(ordered.slice(start, 1).combine_chunks())
-            maxs.append(ordered.slice(end - 1, 1).combine_chunks())
+    for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True):
+        chunk = merged.slice(start, end - start)
+        name = format_name(key, snapshot.top_width, commit)
+        write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=None)
+        txn.stage(name, write)
+        written[name] = chunk
+        names.append(name)
+        n_rows.append(chunk.num_rows)
+        mins.append(ordered.slice(start, 1).combine_chunks())
+        maxs.append(ordered.slice(end - 1, 1).combine_chunks())
     return stats_table(names, n_rows, pa.concat_arrays(mins), pa.concat_arrays(maxs), ordered.type)
 
 
@@ -614,6 +611,18 @@ def execute(
     )
 
 
+def _tail_columns(prepared: Prepared, options: WriteOptions) -> list[str] | None:
+    """Return the columns of its tail a handle needs for its next merge (``None``: all).
+
+    Appends whose stored pages can be copied (:func:`_stitch_append`) only need the
+    ordered column; other merges decode and encode whole rows.
+    """
+    schema = prepared.schema
+    if schema is not None and parquet_io.can_concatenate(schema, options.parquet):
+        return [arrow_name(prepared.ordered_on)]
+    return None
+
+
 def write_dataset(
     paths: DatasetPaths,
     df: object,
@@ -658,7 +667,8 @@ def write_dataset(
             txn.commit(successor)
             if tail is not None and n_off is not None:
                 ranges = memory_ranges(prepared.table) if prepared.table is not None else []
-                tail.keep(base, successor, max(1, n_off) + 1, written, ranges)
+                columns = _tail_columns(prepared, options)
+                tail.keep(base, successor, max(1, n_off) + 1, written, ranges, columns)
         committed = txn.signature, txn.snapshot
     if prepared.table is not None and prepared.table.nbytes >= parquet_io.RELEASE_AFTER_BYTES:
         # Arrow's allocator keeps what a large write freed; repeated large writes would

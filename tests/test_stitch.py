@@ -309,19 +309,6 @@ def test_writes_that_are_not_plain_appends_encode_again(
     assert len(ds.read()) == 43
 
 
-def test_a_tail_file_that_lost_rows_is_not_copied(tmp_path: Path) -> None:
-    # The handle kept the rows it wrote; a file on disk that no longer holds them (damaged,
-    # replaced) must not be copied into the merged row group.
-    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
-    frames = [frame(step * 10, 10) for step in range(3)]
-    for df in frames[:2]:
-        ds.write(df=df, row_group_target_size=40, max_n_off_target_rgs=1)
-    tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
-    pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
-    ds.write(df=frames[2], row_group_target_size=40, max_n_off_target_rgs=1)
-    assert_same_rows(ds.to_pandas(), pd.concat(frames, ignore_index=True))
-
-
 def test_coalescing_from_a_fresh_handle_reads_only_the_ordered_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -350,16 +337,22 @@ def test_coalescing_from_a_fresh_handle_reads_only_the_ordered_column(
     assert ds.row_group_stats["n_rows"].tolist() == [40, 40, 40]
 
 
-def test_a_fresh_handle_refuses_to_coalesce_a_damaged_tail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fresh_handle", [True, False])
+def test_a_damaged_tail_is_not_copied_and_the_write_refused(
+    tmp_path: Path, fresh_handle: bool
+) -> None:
+    # The handle that wrote the tail keeps its ordered column only, to place the boundaries
+    # of the merged row group; a file on disk that no longer holds the rows its metadata
+    # records (damaged, replaced) must not be copied into it, whichever handle writes.
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     for step in range(2):
         ds.write(df=frame(step * 10, 10), row_group_target_size=40, max_n_off_target_rgs=1)
     tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
     pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
     before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    fresh = OrderedParquetDataset(tmp_path / "ds")
+    writer = OrderedParquetDataset(tmp_path / "ds") if fresh_handle else ds
     with pytest.raises(CorruptDatasetError, match="hold 5 rows where the metadata records"):
-        fresh.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
+        writer.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
     after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     assert after == before
 
