@@ -488,7 +488,11 @@ def _encode_window(
         return stitched_stats
     indices = range(window.rg_start, window.rg_end)
     names = [snapshot.file_names[index] for index in indices]
-    existing = tail.get(snapshot, names, None if schema is None else schema.names)
+    existing: pa.Table | None = None
+    if not names and schema is not None:
+        existing = schema.empty_table()  # new row groups after the stored ones
+    else:
+        existing = tail.get(snapshot, names, None if schema is None else schema.names)
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
