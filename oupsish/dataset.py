@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from oupsish import tail_cache
 from oupsish.commit import (
     DatasetPaths,
     Signature,
@@ -36,7 +37,6 @@ from oupsish.naming import is_data_file_name, parse_name
 from oupsish.plan import DEFAULT_ROW_GROUP_TARGET_SIZE
 from oupsish.read import Range, read_row_groups, read_table, retrying, to_frame
 from oupsish.snapshot import Snapshot
-from oupsish.tail_cache import TailCache
 from oupsish.verify import Problem, verify_dataset
 from oupsish.writer import WriteOptions, resolve_ordered_on, schema_of, write_dataset
 
@@ -211,7 +211,6 @@ class OrderedParquetDataset(_Reader):
         self._lock_timeout = _check_lock_timeout(lock_timeout)
         self._fsync = fsync
         self._cache: tuple[Signature | None, Snapshot] | None = None
-        self._tail = TailCache()
         snapshot = self._load(False)
         self._requested_ordered_on = resolve_ordered_on(
             snapshot.ordered_on, ordered_on, str(self._paths.folder)
@@ -460,7 +459,7 @@ class OrderedParquetDataset(_Reader):
         )
         self._load(False)
         self._cache = write_dataset(
-            self._paths, df, options, self._lock_timeout, self._cache, self._fsync, self._tail
+            self._paths, df, options, self._lock_timeout, self._cache, self._fsync
         )
 
     def ingest_csv(
@@ -609,7 +608,7 @@ class OrderedParquetDataset(_Reader):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.lock)
         self._cache = None
-        self._tail.clear()
+        tail_cache.forget(self._paths.folder)
 
 
 def _remove_own_files(folder: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from oupsish import io as parquet_io
+from oupsish import tail_cache
 from oupsish.commit import (
     DatasetPaths,
     Signature,
@@ -59,7 +60,7 @@ from oupsish.plan import (
 from oupsish.read import is_missing_file_error, read_row_groups
 from oupsish.snapshot import Snapshot, stats_table
 from oupsish.stitch import Source, concatenate_row_groups
-from oupsish.tail_cache import TailCache, memory_ranges
+from oupsish.tail_cache import Tail
 
 __all__ = [
     "Prepared",
@@ -415,7 +416,7 @@ def _stitch_append(
     parquet: ParquetOptions,
     commit: int,
     column: str,
-    tail: TailCache,
+    tail: Tail,
     written: dict[str, pa.Table],
 ) -> pa.Table | None:
     """Stage a window that appends new rows to stored row groups, as one row group.
@@ -440,7 +441,7 @@ def _stitch_append(
         return None
     indices = range(window.rg_start, window.rg_end)
     new = table.slice(window.new_start, window.n_new)
-    stored = tail.get(snapshot, [snapshot.file_names[index] for index in indices], [column])
+    stored = tail.get([snapshot.file_names[index] for index in indices], [column])
     if stored is None:
         stored = _read_existing(txn, indices, prepared.schema, [column])
     ordered = pa.chunked_array(
@@ -473,7 +474,7 @@ def _encode_window(
     prepared: Prepared,
     parquet: ParquetOptions,
     commit: int,
-    tail: TailCache,
+    tail: Tail,
     written: dict[str, pa.Table],
 ) -> pa.Table:
     """Merge, split and stage one window's row groups; return their statistics.
@@ -492,7 +493,7 @@ def _encode_window(
     if not names and schema is not None:
         existing = schema.empty_table()  # new row groups after the stored ones
     else:
-        existing = tail.get(snapshot, names, None if schema is None else schema.names)
+        existing = tail.get(names, None if schema is None else schema.names)
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
@@ -581,7 +582,7 @@ def execute(
     txn: Transaction,
     prepared: Prepared,
     options: WriteOptions,
-    tail: TailCache | None = None,
+    tail: Tail | None = None,
     written: dict[str, pa.Table] | None = None,
 ) -> Snapshot | None:
     """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged.
@@ -594,7 +595,7 @@ def execute(
     if _changes_nothing(snapshot, prepared, windows):
         return None
     commit = snapshot.commit + 1
-    tail = tail if tail is not None else TailCache()
+    tail = tail if tail is not None else Tail({})
     written = written if written is not None else {}
     replacements = [
         (window, _encode_window(txn, window, prepared, options.parquet, commit, tail, written))
@@ -616,7 +617,7 @@ def execute(
 
 
 def _tail_columns(prepared: Prepared, options: WriteOptions) -> list[str] | None:
-    """Return the columns of its tail a handle needs for its next merge (``None``: all).
+    """Return the columns of its tail the next coalescing write needs (``None``: all).
 
     Appends whose stored pages can be copied (:func:`_stitch_append`) only need the
     ordered column; other merges decode and encode whole rows.
@@ -634,7 +635,6 @@ def write_dataset(
     lock_timeout: float | None,
     known: tuple[Signature | None, Snapshot] | None = None,
     fsync: bool = True,
-    tail: TailCache | None = None,
 ) -> tuple[Signature | None, Snapshot]:
     """Write ``df`` into the dataset at ``paths``; return the committed state.
 
@@ -642,9 +642,9 @@ def write_dataset(
     ``None``), validates the frame before the lock is taken; under the lock the write
     works on the committed snapshot, which is ``known``'s if the metadata file has not
     changed since. Returns the ``(signature, snapshot)`` committed (or found, if the write
-    changes nothing). ``fsync`` is :class:`~oupsish.commit.Transaction`'s. ``tail``, the
-    caller's :class:`TailCache`, is used and updated when the write coalesces its tail
-    (``max_n_off_target_rgs``), and emptied otherwise.
+    changes nothing). ``fsync`` is :class:`~oupsish.commit.Transaction`'s. A write that
+    coalesces its tail (``max_n_off_target_rgs``) merges the rows :mod:`oupsish.tail_cache`
+    kept of it, if any, and keeps what the next one needs.
     """
     if known is None:
         known = (metadata_signature(paths), read_snapshot(paths))
@@ -661,18 +661,23 @@ def write_dataset(
             # Another writer committed a first write since the frame was checked.
             prepared = prepare(paths, current, df, options)
         n_off = options.max_n_off_target_rgs
-        if tail is not None and n_off is None:
-            tail.clear()  # only coalescing writes rewrite the tail
-            tail = None
+        # Only coalescing writes merge, and rewrite, the tail.
+        tail = tail_cache.lookup(paths.folder, txn.signature) if n_off is not None else Tail({})
         written: dict[str, pa.Table] = {}
-        base = txn.snapshot
         successor = execute(txn, prepared, options, tail, written)
         if successor is not None:
             txn.commit(successor)
-            if tail is not None and n_off is not None:
-                ranges = memory_ranges(prepared.table) if prepared.table is not None else []
+            if n_off is None:
+                tail_cache.forget(paths.folder)
+            else:
+                ranges = (
+                    tail_cache.memory_ranges(prepared.table) if prepared.table is not None else []
+                )
                 columns = _tail_columns(prepared, options)
-                tail.keep(base, successor, max(1, n_off) + 1, written, ranges, columns)
+                count = max(1, n_off) + 1
+                tail_cache.keep(
+                    paths.folder, txn.signature, successor, count, tail, written, ranges, columns
+                )
         committed = txn.signature, txn.snapshot
     if prepared.table is not None and prepared.table.nbytes >= parquet_io.RELEASE_AFTER_BYTES:
         # Arrow's allocator keeps what a large write freed; repeated large writes would

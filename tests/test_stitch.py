@@ -309,12 +309,13 @@ def test_writes_that_are_not_plain_appends_encode_again(
     assert len(ds.read()) == 43
 
 
-def test_coalescing_from_a_fresh_handle_reads_only_the_ordered_column(
+def test_coalescing_without_the_tail_in_memory_reads_only_the_ordered_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No rows kept in memory: the stored pages are copied, and only the ordered column is
-    # read, to place the row-group boundaries and check the stored files' bounds.
-    from oupsish import read, writer
+    # No rows kept in memory (as after another process's commit): the stored pages are
+    # copied, and only the ordered column is read, to place the row-group boundaries and
+    # check the stored files' bounds.
+    from oupsish import read, tail_cache, writer
 
     columns_read: list[tuple[Any, list[int]]] = []
     real = read.read_row_groups
@@ -326,6 +327,7 @@ def test_coalescing_from_a_fresh_handle_reads_only_the_ordered_column(
     monkeypatch.setattr(writer, "read_row_groups", spy)
     frames = [frame(step * 10, 10) for step in range(12)]
     for df in frames:
+        tail_cache.clear()
         OrderedParquetDataset(tmp_path / "ds", ordered_on="ts").write(
             df=df, row_group_target_size=40, max_n_off_target_rgs=2
         )

@@ -1,8 +1,9 @@
-"""The tails dataset handles keep between coalescing writes, within one budget per process."""
+"""The tails kept between coalescing writes, within one budget per process."""
 
 from __future__ import annotations
 
-import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oupsish import OrderedParquetDataset, tail_cache
+from oupsish import OrderedParquetDataset, Store, tail_cache, toplevel
 from oupsish.read import read_row_groups
 from oupsish.testing import assert_same_rows
 
 CHUNK = 1_000
+
+
+@toplevel
+class Key:
+    name: str
+
+
 COALESCING: dict[str, Any] = {"row_group_target_size": 10 * CHUNK, "max_n_off_target_rgs": 2}
 
 
@@ -28,9 +36,12 @@ def frame(step: int) -> pd.DataFrame:
 
 
 @pytest.fixture(autouse=True)
-def restored_limit() -> Iterator[None]:
+def isolated_tails() -> Iterator[None]:
+    """Each test starts with no tail kept (other tests' would expire meanwhile)."""
     limit = tail_cache.get_limit()
+    tail_cache.clear()
     yield
+    tail_cache.clear()
     tail_cache.set_limit(limit)
 
 
@@ -61,7 +72,7 @@ def one_tail_bytes(tmp_path: Path) -> int:
     return kept
 
 
-def test_handles_keep_their_tails_within_the_process_limit(
+def test_tails_of_all_datasets_stay_within_the_process_limit(
     tmp_path: Path, disk_reads: list[int]
 ) -> None:
     tail_cache.set_limit(5 * one_tail_bytes(tmp_path))
@@ -70,7 +81,7 @@ def test_handles_keep_their_tails_within_the_process_limit(
         for ds in handles:
             ds.write(df=frame(step), **COALESCING)
             assert tail_cache.kept_bytes() <= tail_cache.get_limit()
-    # Each round forgets the tails of the handles written longest ago: their merges read
+    # Each round forgets the tails of the datasets written longest ago: their merges read
     # the ordered column of their tail from disk.
     assert disk_reads
     for ds in handles:
@@ -101,14 +112,62 @@ def test_a_lower_limit_forgets_tails_at_once(tmp_path: Path, disk_reads: list[in
     assert_same_rows(ds.to_pandas(), pd.concat([frame(step) for step in range(4)]))
 
 
-def test_a_dropped_handle_no_longer_counts(tmp_path: Path) -> None:
+def test_a_new_handle_for_each_write_merges_the_kept_tail(
+    tmp_path: Path, disk_reads: list[int]
+) -> None:
+    # store[key].write(...) makes a new handle on every call.
+    store = Store(tmp_path / "store", Key)
+    for step in range(6):
+        store[Key("a")].write(df=frame(step), ordered_on="ts", **COALESCING)
+    assert disk_reads == []
+    expected = pd.concat([frame(step) for step in range(6)])
+    assert_same_rows(store[Key("a")].to_pandas(), expected)
+
+
+def test_a_commit_by_another_process_makes_the_kept_tail_unusable(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(2):
+        ds.write(df=frame(step), **COALESCING)
+    files = ds.files
+    # Another process recreates the dataset: the same file names, other ordered values.
+    script = (
+        "import sys, numpy as np, pandas as pd; from oupsish import OrderedParquetDataset; "
+        "ds = OrderedParquetDataset(sys.argv[1]); ds.remove_from_disk(); "
+        "[OrderedParquetDataset(sys.argv[1], ordered_on='ts').write("
+        "df=pd.DataFrame({'ts': np.arange(n, n + 1000) * 2 + 1, 'v': np.zeros(1000)}), "
+        "row_group_target_size=10_000, max_n_off_target_rgs=2) for n in (0, 1000)]"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ds")], check=True)
+    assert ds.files == files
+    late = frame(4)  # after the other process's values
+    ds.write(df=late, **COALESCING)
+    theirs = pd.DataFrame({"ts": np.arange(2000) * 2 + 1, "v": np.zeros(2000)})
+    assert_same_rows(ds.to_pandas(), pd.concat([theirs, late]))
+    assert ds.verify() == []
+    assert ds.row_group_stats["ordered_on_mins"].tolist() == [1]
+
+
+def test_idle_tails_are_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = tail_cache.kept_bytes()
+    idle = OrderedParquetDataset(tmp_path / "idle", ordered_on="ts")
+    idle.write(df=frame(0), **COALESCING)
+    kept = tail_cache.kept_bytes() - before
+    assert kept > 0
+    monkeypatch.setattr(tail_cache, "IDLE_SECONDS", 0.0)
+    other = OrderedParquetDataset(tmp_path / "other", ordered_on="ts")
+    other.write(df=frame(0), ordered_on="ts")  # any write looks for idle tails
+    assert tail_cache.kept_bytes() < before + kept
+
+
+def test_clear_forgets_every_tail(tmp_path: Path, disk_reads: list[int]) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=frame(0), **COALESCING)
-    assert tail_cache.kept_bytes() > before
-    del ds
-    gc.collect()
-    assert tail_cache.kept_bytes() == before
+    ds.write(df=frame(1), **COALESCING)
+    tail_cache.clear()
+    assert tail_cache.kept_bytes() == 0
+    ds.write(df=frame(2), **COALESCING)
+    assert disk_reads
+    assert_same_rows(ds.to_pandas(), pd.concat([frame(step) for step in range(3)]))
 
 
 def test_a_handle_removing_its_dataset_forgets_its_tail(tmp_path: Path) -> None:
