@@ -99,7 +99,8 @@ def decode(data: bytes, source: str) -> Snapshot:
         If a predecessor's pickle references any global (code): it is never executed.
     """
     try:
-        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        # A few kB: threads only add a wait for the pool, milliseconds on a busy machine.
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowException, OSError) as error:
         _fail(source, f"cannot be read as Parquet ({error})")
     metadata = table.schema.metadata or {}
