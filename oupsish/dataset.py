@@ -584,6 +584,7 @@ class OrderedParquetDataset(_Reader):
         if not paths.metadata.exists() and not paths.folder.exists():
             return
         with Transaction(paths, self._lock_timeout, fsync=self._fsync) as txn:
+            tail_cache.forget(paths.folder)  # under the lock: no later write's tail is lost
             snapshot = txn.snapshot
             if preserve_metadata and snapshot.exists:
                 empty = Snapshot.empty().stats
@@ -608,7 +609,6 @@ class OrderedParquetDataset(_Reader):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.lock)
         self._cache = None
-        tail_cache.forget(self._paths.folder)
 
 
 def _remove_own_files(folder: Path) -> None:

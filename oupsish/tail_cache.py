@@ -10,7 +10,8 @@ commit, by any process, the rows are read from disk.
 One dataset keeps at most ``MAX_BYTES_PER_DATASET``; all of them together at most the
 limit (:func:`set_limit`), the tails written longest ago forgotten first, as are tails
 not written for ``IDLE_SECONDS``: a process feeding thousands of datasets holds a bounded
-amount of memory, and one that stops writing gives it back at its next write.
+amount of memory, and one that stops writing a dataset gives its tail back at its next
+commit to any dataset (or :func:`clear`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from oupsish.commit import Signature
+from oupsish.frames import arrow_name, ordered_values
 from oupsish.snapshot import Snapshot
 
 __all__ = [
@@ -51,7 +53,7 @@ DEFAULT_LIMIT = 256 * 2**20
 """Bytes the tails of all datasets may take, unless :func:`set_limit` says otherwise."""
 MAX_BYTES_PER_DATASET = 64 * 2**20
 IDLE_SECONDS = 60.0
-"""A tail not written for this long is forgotten (at the next write of any dataset)."""
+"""A tail not written for this long is forgotten when the process next commits a write."""
 
 MemoryRanges = list[tuple[int, int]]
 
@@ -106,25 +108,52 @@ def detached(table: pa.Table, ranges: MemoryRanges) -> pa.Table:
 
 @dataclass(frozen=True)
 class Tail:
-    """The tables kept of some trailing row-group files of one committed state, by name."""
+    """The tables kept of some trailing row-group files of one committed state, by name.
+
+    A file whose pages were copied (stitched) is kept as its ordered column alone; a file
+    that was encoded, with all its columns.
+    """
 
     tables: Mapping[str, pa.Table]
     size: int = 0  # bytes
 
-    def get(self, names: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table | None:
-        """Return the rows of these files, if every one of them is kept.
+    def get(
+        self, snapshot: Snapshot, indices: range, columns: Sequence[str] | None = None
+    ) -> pa.Table | None:
+        """Return the rows of these row groups of ``snapshot``, if every one of them is kept.
 
         ``columns``: the columns needed (``None``: all that are kept); ``None`` is returned
-        when a table kept lacks one of them.
+        when a table kept lacks one of them, or does not match what ``snapshot`` records of
+        its row group (row count, first and last ordered values): a dataset recreated by
+        another process under the same file names.
         """
+        names = [snapshot.file_names[index] for index in indices]
         if not names or any(name not in self.tables for name in names):
             return None
         found = [self.tables[name] for name in names]
+        if not all(
+            _matches(snapshot, index, table) for index, table in zip(indices, found, strict=True)
+        ):
+            return None
         if columns is not None:
             if any(set(columns) - set(table.column_names) for table in found):
                 return None
             found = [table.select(list(columns)) for table in found]
         return pa.concat_tables(found)
+
+
+def _matches(snapshot: Snapshot, index: int, table: pa.Table) -> bool:
+    """Whether ``table`` holds as many rows, and the same bounds, as row group ``index``."""
+    n_rows = table.num_rows
+    if n_rows != snapshot.n_rows[index] or snapshot.ordered_on is None:
+        return False
+    column = arrow_name(snapshot.ordered_on)
+    if column not in table.column_names:
+        return False
+    ordered = table.column(column)
+    first = ordered_values(ordered.slice(0, 1))[0]
+    last = ordered_values(ordered.slice(n_rows - 1, 1))[0]
+    return bool(first == snapshot.mins[index] and last == snapshot.maxs[index])
 
 
 _NOTHING = Tail({})
@@ -154,8 +183,8 @@ class _Tails:
         return entry.tail
 
     def put(self, folder: Path, signature: Signature | None, tail: Tail) -> None:
-        now = time.monotonic()
         with self._lock:
+            now = time.monotonic()  # under the lock: entries stay in the order of this time
             old = self._entries.pop(folder, None)
             if old is not None:
                 self.total -= old.tail.size
@@ -175,7 +204,9 @@ class _Tails:
             self.total = 0
 
     def after_fork(self) -> None:
-        self._lock = threading.Lock()  # a thread of the parent may have held it
+        # A thread of the parent may have held the lock, amid an update of the total.
+        self._lock = threading.Lock()
+        self.total = sum(entry.tail.size for entry in self._entries.values())
 
     def _shrink(self, now: float) -> None:
         while self._entries:
@@ -207,26 +238,22 @@ def keep(
     previous: Tail,
     written: Mapping[str, pa.Table],
     callers_memory: MemoryRanges,
-    columns: Sequence[str] | None = None,
 ) -> None:
     """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
 
     ``snapshot`` was just committed (its metadata file has ``signature``), on top of the
     state ``previous`` was kept for. Coalescing merges the trailing off-target row groups,
     and may complete the last on-target one: ``max_n_off_target_rgs + 1`` of them at most.
-    Tables just ``written`` are kept :func:`detached` from ``callers_memory``, which the
-    caller may reuse once the write returns; of them, only ``columns`` when given (and the
-    tables hold them).
+    Tables just ``written`` (what the next merge needs of each new file) are kept
+    :func:`detached` from ``callers_memory``, which the caller may reuse once the write
+    returns.
     """
     kept: dict[str, pa.Table] = {}
     size = 0
     for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
         name = snapshot.file_names[index]
         if name in written:
-            table = written[name]
-            if columns is not None and not set(columns) - set(table.column_names):
-                table = table.select(list(columns))
-            table = detached(table, callers_memory)
+            table = detached(written[name], callers_memory)
         elif name in previous.tables:
             table = previous.tables[name]
         else:

@@ -426,7 +426,8 @@ def _stitch_append(
     holds it, else read from disk. A write coalescing 1M new rows into 3M stored ones
     does not hold the 3M rows in memory. Returns the new row group's statistics, or
     ``None`` (nothing staged) when the window does not qualify: its rows are then merged
-    and encoded. The ordered column of the file staged is added to ``written``.
+    and encoded. The ordered column of the file staged is added to ``written``: the
+    tail kept of a stitched file is that column alone.
     """
     snapshot, table = txn.snapshot, prepared.table
     if (
@@ -441,7 +442,7 @@ def _stitch_append(
         return None
     indices = range(window.rg_start, window.rg_end)
     new = table.slice(window.new_start, window.n_new)
-    stored = tail.get([snapshot.file_names[index] for index in indices], [column])
+    stored = tail.get(snapshot, indices, [column])
     if stored is None:
         stored = _read_existing(txn, indices, prepared.schema, [column])
     ordered = pa.chunked_array(
@@ -458,7 +459,8 @@ def _stitch_append(
         txn.stage(
             name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
         )
-    written[name] = pa.Table.from_arrays([ordered], names=[column])
+    # What the next stitched append needs of this file; the dataset's field (nullability).
+    written[name] = pa.Table.from_arrays([ordered], schema=pa.schema([new.schema.field(column)]))
     return stats_table(
         [name],
         [n_rows],
@@ -488,12 +490,11 @@ def _encode_window(
     if stitched_stats is not None:
         return stitched_stats
     indices = range(window.rg_start, window.rg_end)
-    names = [snapshot.file_names[index] for index in indices]
     existing: pa.Table | None = None
-    if not names and schema is not None:
+    if not indices and schema is not None:
         existing = schema.empty_table()  # new row groups after the stored ones
     else:
-        existing = tail.get(names, None if schema is None else schema.names)
+        existing = tail.get(snapshot, indices, None if schema is None else schema.names)
     if existing is None:
         existing = _read_existing(txn, indices, schema)
     new = (
@@ -616,18 +617,6 @@ def execute(
     )
 
 
-def _tail_columns(prepared: Prepared, options: WriteOptions) -> list[str] | None:
-    """Return the columns of its tail the next coalescing write needs (``None``: all).
-
-    Appends whose stored pages can be copied (:func:`_stitch_append`) only need the
-    ordered column; other merges decode and encode whole rows.
-    """
-    schema = prepared.schema
-    if schema is not None and parquet_io.can_concatenate(schema, options.parquet):
-        return [arrow_name(prepared.ordered_on)]
-    return None
-
-
 def write_dataset(
     paths: DatasetPaths,
     df: object,
@@ -673,10 +662,9 @@ def write_dataset(
                 ranges = (
                     tail_cache.memory_ranges(prepared.table) if prepared.table is not None else []
                 )
-                columns = _tail_columns(prepared, options)
                 count = max(1, n_off) + 1
                 tail_cache.keep(
-                    paths.folder, txn.signature, successor, count, tail, written, ranges, columns
+                    paths.folder, txn.signature, successor, count, tail, written, ranges
                 )
         committed = txn.signature, txn.snapshot
     if prepared.table is not None and prepared.table.nbytes >= parquet_io.RELEASE_AFTER_BYTES:

@@ -64,3 +64,11 @@ def files_open_under() -> FilesOpenUnder:
         return found
 
     return files
+
+
+@pytest.fixture(autouse=True)
+def no_tail_kept_from_other_tests() -> None:
+    """Tails of coalescing writes are kept per process: each test starts without any."""
+    from oupsish import tail_cache
+
+    tail_cache.clear()

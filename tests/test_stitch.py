@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oupsish import CorruptDatasetError, OrderedParquetDataset
+from oupsish import CorruptDatasetError, OrderedParquetDataset, tail_cache
 from oupsish import stitch as stitch_module
 from oupsish.stitch import Source, concatenate_row_groups
 from oupsish.testing import assert_same_rows
@@ -315,7 +315,7 @@ def test_coalescing_without_the_tail_in_memory_reads_only_the_ordered_column(
     # No rows kept in memory (as after another process's commit): the stored pages are
     # copied, and only the ordered column is read, to place the row-group boundaries and
     # check the stored files' bounds.
-    from oupsish import read, tail_cache, writer
+    from oupsish import read, writer
 
     columns_read: list[tuple[Any, list[int]]] = []
     real = read.read_row_groups
@@ -352,6 +352,8 @@ def test_a_damaged_tail_is_not_copied_and_the_write_refused(
     tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
     pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
     before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    if fresh_handle:  # and nothing kept in memory, as in another process
+        tail_cache.clear()
     writer = OrderedParquetDataset(tmp_path / "ds") if fresh_handle else ds
     with pytest.raises(CorruptDatasetError, match="hold 5 rows where the metadata records"):
         writer.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
@@ -364,6 +366,7 @@ def test_fresh_handles_coalesce_into_periods(tmp_path: Path, stitches: list[bool
     # the first rows of the next minute start a new one.
     frames = [frame(step * 20, 20) for step in range(9)]  # 180 s: minutes 0, 1 and 2
     for df in frames:
+        tail_cache.clear()  # nothing kept in memory, as in another process
         OrderedParquetDataset(tmp_path / "ds", ordered_on="ts").write(
             df=df, row_group_target_size="1min", max_n_off_target_rgs=2
         )

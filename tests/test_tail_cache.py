@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from oupsish import OrderedParquetDataset, Store, tail_cache, toplevel
@@ -202,3 +204,64 @@ def test_a_tail_whose_pages_are_copied_is_kept_as_its_ordered_column(tmp_path: P
         ds.write(df=frame(3).assign(**extra), **COALESCING)
         expected = pd.concat([frame(step).assign(**extra) for step in range(4)])
         assert_same_rows(ds.to_pandas(), expected)
+
+
+def test_a_non_nullable_ordered_column_is_kept_with_its_field(
+    tmp_path: Path, disk_reads: list[int]
+) -> None:
+    # Stitched files keep their ordered column, encoded files theirs: both with the
+    # dataset's field, so that the two concatenate.
+    fields: list[pa.Field[Any]] = [
+        pa.field("ts", pa.int64(), nullable=False),
+        pa.field("v", pa.float64()),
+    ]
+    schema = pa.schema(fields)
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    tables = [pa.Table.from_pandas(frame(step), schema=schema) for step in range(8)]
+    for table in tables:
+        ds.write(df=table, **COALESCING)
+    assert disk_reads == []
+    assert_same_rows(ds.to_pandas(), pd.concat([frame(step) for step in range(8)]))
+    assert ds.verify() == []
+
+
+def test_a_tail_that_does_not_match_the_metadata_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On file systems with coarse timestamps, a dataset recreated by another process may
+    # give its metadata file the inode, size and times of the one the tail was kept for.
+    for module in ("oupsish.commit", "oupsish.dataset", "oupsish.writer"):
+        monkeypatch.setattr(f"{module}.metadata_signature", lambda paths: (1, 2, 3, 4))
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(2):
+        ds.write(df=frame(step), **COALESCING)
+    script = (
+        "import sys, numpy as np, pandas as pd; from oupsish import OrderedParquetDataset; "
+        "OrderedParquetDataset(sys.argv[1]).remove_from_disk(); "
+        "[OrderedParquetDataset(sys.argv[1], ordered_on='ts').write("
+        "df=pd.DataFrame({'ts': np.arange(n, n + 1000) * 2 + 1, 'v': np.zeros(1000)}), "
+        "row_group_target_size=10_000, max_n_off_target_rgs=2) for n in (0, 1000)]"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ds")], check=True)
+    fresh = OrderedParquetDataset(tmp_path / "ds")
+    assert fresh.files == ds.files
+    fresh.write(df=frame(4), **COALESCING)
+    monkeypatch.undo()
+    theirs = pd.DataFrame({"ts": np.arange(2000) * 2 + 1, "v": np.zeros(2000)})
+    written = OrderedParquetDataset(tmp_path / "ds")
+    assert_same_rows(written.to_pandas(), pd.concat([theirs, frame(4)]))
+    assert written.verify() == []
+
+
+def test_a_tail_whose_pages_cannot_be_copied_is_kept_whole(
+    tmp_path: Path, disk_reads: list[int]
+) -> None:
+    # Decimals are not stitched: the merges encode the rows, from memory.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    decimals = pa.array([Decimal("1.5")] * CHUNK, pa.decimal128(9, 2))
+    tables = [pa.Table.from_pandas(frame(step)).append_column("d", decimals) for step in range(6)]
+    for table in tables:
+        ds.write(df=table, use_dictionary=False, **COALESCING)
+    assert disk_reads == []
+    assert ds.verify() == []
+    assert len(ds.read()) == 6 * CHUNK
