@@ -110,12 +110,14 @@ def detached(table: pa.Table, ranges: MemoryRanges) -> pa.Table:
 class Tail:
     """The tables kept of some trailing row-group files of one committed state, by name.
 
-    A file whose pages were copied (stitched) is kept as its ordered column alone; a file
-    that was encoded, with all its columns.
+    Of a dataset whose merges copy pages (stitch), only the ordered column is kept: all
+    that the next copy reads. Otherwise the files are kept whole, for merges that encode
+    the rows again.
     """
 
     tables: Mapping[str, pa.Table]
     size: int = 0  # bytes
+    stitches: bool = False  # whether the last merge copied pages: keep ordered columns only
 
     def get(
         self, snapshot: Snapshot, indices: range, columns: Sequence[str] | None = None
@@ -238,22 +240,26 @@ def keep(
     previous: Tail,
     written: Mapping[str, pa.Table],
     callers_memory: MemoryRanges,
+    ordered_only: str | None = None,
 ) -> None:
     """Keep the tables of the last ``count`` row groups of ``snapshot``, as far as known.
 
     ``snapshot`` was just committed (its metadata file has ``signature``), on top of the
     state ``previous`` was kept for. Coalescing merges the trailing off-target row groups,
     and may complete the last on-target one: ``max_n_off_target_rgs + 1`` of them at most.
-    Tables just ``written`` (what the next merge needs of each new file) are kept
-    :func:`detached` from ``callers_memory``, which the caller may reuse once the write
-    returns.
+    Tables just ``written`` are kept :func:`detached` from ``callers_memory``, which the
+    caller may reuse once the write returns: only their column ``ordered_only`` when
+    given (the dataset's merges copy pages), whole otherwise.
     """
     kept: dict[str, pa.Table] = {}
     size = 0
     for index in range(len(snapshot) - 1, max(-1, len(snapshot) - 1 - count), -1):
         name = snapshot.file_names[index]
         if name in written:
-            table = detached(written[name], callers_memory)
+            table = written[name]
+            if ordered_only is not None and table.num_columns > 1:
+                table = table.select([ordered_only])
+            table = detached(table, callers_memory)
         elif name in previous.tables:
             table = previous.tables[name]
         else:
@@ -263,7 +269,7 @@ def keep(
             break
         kept[name] = table
         size += table_size
-    _tails.put(folder, signature, Tail(kept, size))
+    _tails.put(folder, signature, Tail(kept, size, ordered_only is not None))
 
 
 def forget(folder: Path) -> None:

@@ -17,7 +17,7 @@ import functools
 import os
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -396,6 +396,19 @@ def _read_existing(
         ) from error
 
 
+@dataclass
+class Staged:
+    """What a write staged: the table of each file, and whether its merges copied pages.
+
+    ``stitched`` is ``True`` once a merge copied the stored pages, ``False`` once one
+    encoded the stored rows again, ``None`` if the write merged nothing (it only added
+    row groups).
+    """
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    stitched: bool | None = None
+
+
 def _window_keys(snapshot: Snapshot, window: Window, count: int) -> list[PositionKey]:
     """Return ``count`` ordered file keys for the row groups replacing ``window``'s."""
     keys = allocate_keys(
@@ -417,7 +430,7 @@ def _stitch_append(
     commit: int,
     column: str,
     tail: Tail,
-    written: dict[str, pa.Table],
+    staged: Staged,
 ) -> pa.Table | None:
     """Stage a window that appends new rows to stored row groups, as one row group.
 
@@ -426,8 +439,8 @@ def _stitch_append(
     holds it, else read from disk. A write coalescing 1M new rows into 3M stored ones
     does not hold the 3M rows in memory. Returns the new row group's statistics, or
     ``None`` (nothing staged) when the window does not qualify: its rows are then merged
-    and encoded. The ordered column of the file staged is added to ``written``: the
-    tail kept of a stitched file is that column alone.
+    and encoded. The ordered column of the file staged is added to ``staged``: the tail
+    kept of a stitched file is that column alone.
     """
     snapshot, table = txn.snapshot, prepared.table
     if (
@@ -460,7 +473,10 @@ def _stitch_append(
             name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
         )
     # What the next stitched append needs of this file; the dataset's field (nullability).
-    written[name] = pa.Table.from_arrays([ordered], schema=pa.schema([new.schema.field(column)]))
+    staged.tables[name] = pa.Table.from_arrays(
+        [ordered], schema=pa.schema([new.schema.field(column)])
+    )
+    staged.stitched = True
     return stats_table(
         [name],
         [n_rows],
@@ -477,16 +493,16 @@ def _encode_window(
     parquet: ParquetOptions,
     commit: int,
     tail: Tail,
-    written: dict[str, pa.Table],
+    staged: Staged,
 ) -> pa.Table:
     """Merge, split and stage one window's row groups; return their statistics.
 
-    The tables of the files staged are added to ``written``.
+    The tables of the files staged are added to ``staged``.
     """
     snapshot = txn.snapshot
     schema = prepared.schema
     column = arrow_name(prepared.ordered_on)
-    stitched_stats = _stitch_append(txn, window, prepared, parquet, commit, column, tail, written)
+    stitched_stats = _stitch_append(txn, window, prepared, parquet, commit, column, tail, staged)
     if stitched_stats is not None:
         return stitched_stats
     indices = range(window.rg_start, window.rg_end)
@@ -494,6 +510,7 @@ def _encode_window(
     if not indices and schema is not None:
         existing = schema.empty_table()  # new row groups after the stored ones
     else:
+        staged.stitched = False  # stored rows merged by encoding them again
         existing = tail.get(snapshot, indices, None if schema is None else schema.names)
     if existing is None:
         existing = _read_existing(txn, indices, schema)
@@ -524,7 +541,7 @@ def _encode_window(
         name = format_name(key, snapshot.top_width, commit)
         write = functools.partial(_write_chunk, chunk=chunk, parquet=parquet, encoded=None)
         txn.stage(name, write)
-        written[name] = chunk
+        staged.tables[name] = chunk
         names.append(name)
         n_rows.append(chunk.num_rows)
         mins.append(ordered.slice(start, 1).combine_chunks())
@@ -584,11 +601,11 @@ def execute(
     prepared: Prepared,
     options: WriteOptions,
     tail: Tail | None = None,
-    written: dict[str, pa.Table] | None = None,
+    staged: Staged | None = None,
 ) -> Snapshot | None:
     """Plan and stage a prepared write; return the next snapshot, or ``None`` if unchanged.
 
-    ``tail`` supplies rows to merge without reading them; ``written`` receives the tables
+    ``tail`` supplies rows to merge without reading them; ``staged`` receives the tables
     of the files staged.
     """
     snapshot = txn.snapshot
@@ -597,9 +614,9 @@ def execute(
         return None
     commit = snapshot.commit + 1
     tail = tail if tail is not None else Tail({})
-    written = written if written is not None else {}
+    staged = staged if staged is not None else Staged()
     replacements = [
-        (window, _encode_window(txn, window, prepared, options.parquet, commit, tail, written))
+        (window, _encode_window(txn, window, prepared, options.parquet, commit, tail, staged))
         for window in windows
     ]
     arrow_type = (
@@ -652,8 +669,8 @@ def write_dataset(
         n_off = options.max_n_off_target_rgs
         # Only coalescing writes merge, and rewrite, the tail.
         tail = tail_cache.lookup(paths.folder, txn.signature) if n_off is not None else Tail({})
-        written: dict[str, pa.Table] = {}
-        successor = execute(txn, prepared, options, tail, written)
+        staged = Staged()
+        successor = execute(txn, prepared, options, tail, staged)
         if successor is not None:
             txn.commit(successor)
             if n_off is None:
@@ -662,9 +679,16 @@ def write_dataset(
                 ranges = (
                     tail_cache.memory_ranges(prepared.table) if prepared.table is not None else []
                 )
-                count = max(1, n_off) + 1
+                stitches = tail.stitches if staged.stitched is None else staged.stitched
                 tail_cache.keep(
-                    paths.folder, txn.signature, successor, count, tail, written, ranges
+                    paths.folder,
+                    txn.signature,
+                    successor,
+                    max(1, n_off) + 1,
+                    tail,
+                    staged.tables,
+                    ranges,
+                    arrow_name(prepared.ordered_on) if stitches else None,
                 )
         committed = txn.signature, txn.snapshot
     if prepared.table is not None and prepared.table.nbytes >= parquet_io.RELEASE_AFTER_BYTES:
