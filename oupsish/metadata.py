@@ -99,7 +99,8 @@ def decode(data: bytes, source: str) -> Snapshot:
         If a predecessor's pickle references any global (code): it is never executed.
     """
     try:
-        # A few kB: threads only add a wait for the pool, milliseconds on a busy machine.
+        # Small (240 kB for 5,000 row groups): waking the pool's threads costs more than
+        # decoding (measured: 0.35-0.65 ms to open a dataset instead of 0.71-0.89).
         table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowException, OSError) as error:
         _fail(source, f"cannot be read as Parquet ({error})")

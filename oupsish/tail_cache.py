@@ -4,7 +4,8 @@ With ``max_n_off_target_rgs``, small writes keep rewriting a dataset's trailing 
 groups. The process keeps what the next write needs of them (:class:`Tail`) once it has
 written them, whichever handle wrote: ``store[key].write(...)`` makes a new handle on
 every call. A tail is used only while the dataset's metadata file is the one the write
-that kept it committed (its signature, checked under the writers' lock): after any other
+that kept it committed (its signature, checked under the writers' lock), and only for
+files whose row count and bounds match what the metadata records: after any other
 commit, by any process, the rows are read from disk.
 
 One dataset keeps at most ``MAX_BYTES_PER_DATASET``; all of them together at most the
