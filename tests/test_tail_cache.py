@@ -38,8 +38,8 @@ def frame(step: int) -> pd.DataFrame:
 
 
 @pytest.fixture(autouse=True)
-def isolated_tails() -> Iterator[None]:
-    """Each test starts with no tail kept (other tests' would expire meanwhile)."""
+def restored_limit() -> Iterator[None]:
+    """Tests may lower the limit: it is restored, and no tail is left behind."""
     limit = tail_cache.get_limit()
     tail_cache.clear()
     yield
