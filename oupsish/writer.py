@@ -506,7 +506,7 @@ def _encode_window(
     if stitched_stats is not None:
         return stitched_stats
     indices = range(window.rg_start, window.rg_end)
-    existing: pa.Table | None = None
+    existing: pa.Table | None
     if not indices and schema is not None:
         existing = schema.empty_table()  # new row groups after the stored ones
     else:

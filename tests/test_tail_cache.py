@@ -41,7 +41,6 @@ def frame(step: int) -> pd.DataFrame:
 def restored_limit() -> Iterator[None]:
     """Tests may lower the limit: it is restored, and no tail is left behind."""
     limit = tail_cache.get_limit()
-    tail_cache.clear()
     yield
     tail_cache.clear()
     tail_cache.set_limit(limit)
