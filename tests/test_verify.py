@@ -133,6 +133,29 @@ def test_schema_and_sorting(tmp_path: Path) -> None:
     assert kinds(ds) == ["unsorted"]
 
 
+def test_types_parquet_stores_in_another_form_are_the_dataset_schema(tmp_path: Path) -> None:
+    # Parquet has no seconds nor date64, and names list items "element": the files read
+    # back as timestamp[ms], date32 and list<element: ...>, which reads cast back.
+    seconds = pa.array(np.arange(20), pa.int64()).cast(pa.timestamp("s"))
+    table = pa.table(
+        {
+            "ts": seconds,
+            "utc": seconds.cast(pa.timestamp("s", "UTC")),
+            "day": pa.array(np.arange(20) * 86_400_000, pa.int64()).cast(pa.date64()),
+            "time": pa.array(np.arange(20), pa.int32()).cast(pa.time32("s")),
+            "items": pa.array([[n] for n in range(20)], pa.list_(pa.int64())),
+        }
+    )
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for start in (0, 10):
+        ds.write(df=table.slice(start, 10), row_group_target_size=10)
+    assert ds.verify() == []
+    assert ds.to_arrow().equals(table)
+    days = pa.array(np.arange(10), pa.int64())  # another type than the dataset's
+    pq.write_table(table.slice(0, 10).set_column(2, "day", days), data_files(ds)[0])
+    assert kinds(ds) == ["schema"]
+
+
 def test_orphans_and_temporaries_are_reported_foreign_files_ignored(tmp_path: Path) -> None:
     ds = seeded(tmp_path)
     (ds.dirpath / "file_00099-9.parquet").write_bytes(b"left by a crash")
