@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from oupsish.thrift import (
     BINARY,
     BOOL_FALSE,
@@ -34,7 +36,7 @@ from oupsish.thrift import (
     encode,
 )
 
-__all__ = ["Piece", "Source", "Span", "concatenate_row_groups"]
+__all__ = ["Piece", "Source", "Span", "concatenate_row_groups", "footer_agrees"]
 
 MAGIC = b"PAR1"
 
@@ -43,7 +45,9 @@ _BOOLEAN, _INT32, _INT64, _INT96, _FLOAT, _DOUBLE, _BYTE_ARRAY, _FLBA = range(8)
 _DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _UNSIGNED_CONVERTED_TYPES = {11, 12, 13, 14}  # UINT_8 ... UINT_64
 _DECIMAL_CONVERTED_TYPE = 5
-_DECIMAL_LOGICAL_TYPE, _INTEGER_LOGICAL_TYPE = 5, 10
+_TIMESTAMP_CONVERTED_UNITS = {9: "ms", 10: "us"}  # TIMESTAMP_MILLIS, TIMESTAMP_MICROS
+_DECIMAL_LOGICAL_TYPE, _TIMESTAMP_LOGICAL_TYPE, _INTEGER_LOGICAL_TYPE = 5, 8, 10
+_TIME_UNITS = {1: "ms", 2: "us", 3: "ns"}  # parquet.thrift: TimeUnit
 
 # Fields of the footer's structs (parquet.thrift) that this module rewrites or copies.
 _FILE_FIELDS = {1, 2, 3, 4, 5, 6, 7}  # version .. column_orders (8, 9: encryption)
@@ -81,6 +85,19 @@ Piece = bytes | Span
 
 class _RefusedError(Exception):
     """The files cannot be stitched: the caller encodes their rows instead."""
+
+
+_FOOTER_ERRORS = (
+    _RefusedError,
+    ThriftError,
+    AttributeError,  # a damaged footer puts a value where a struct belongs
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    struct.error,
+)
+"""What reading a footer raises when it is not one this module handles."""
 
 
 def _require(condition: bool) -> None:
@@ -309,14 +326,64 @@ def concatenate_row_groups(files: Sequence[Source], n_rows: int) -> list[Piece] 
         return None
     try:
         return _stitch(files, n_rows)
-    except (
-        _RefusedError,
-        ThriftError,
-        AttributeError,  # a damaged footer puts a value where a struct belongs
-        KeyError,
-        IndexError,
-        TypeError,
-        ValueError,
-        struct.error,
-    ):
+    except _FOOTER_ERRORS:
         return None
+
+
+def _stored_values(values: pa.Array[Any], element: Struct) -> list[Any]:
+    """Return ``values`` as a file's statistics hold them once decoded (:func:`_sort_key`)."""
+    arrow_type = values.type
+    if pa.types.is_timestamp(arrow_type):
+        # pyarrow stores seconds as milliseconds: the file's schema says which unit it holds.
+        logical = element.get(10)
+        timestamp = logical.get(_TIMESTAMP_LOGICAL_TYPE) if isinstance(logical, Struct) else None
+        if isinstance(timestamp, Struct) and isinstance(timestamp.get(2), Struct):
+            unit = _TIME_UNITS.get(next(iter(timestamp.get(2).fields), 0))
+        else:
+            unit = _TIMESTAMP_CONVERTED_UNITS.get(element.get(6))
+        _require(unit is not None)
+        return values.cast(pa.timestamp(unit, arrow_type.tz)).cast(pa.int64()).to_pylist()
+    if pa.types.is_date(arrow_type):  # date64 is stored as days too
+        return values.cast(pa.date32()).cast(pa.int32()).to_pylist()
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return values.cast(pa.large_binary()).to_pylist()
+    _require(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_float32(arrow_type)
+        or pa.types.is_float64(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+    )
+    return values.to_pylist()
+
+
+def _footer_agrees(source: Source, n_rows: int, column: str, bounds: pa.Array[Any]) -> bool:
+    metadata, _ = _footer(source)
+    _require(metadata.get(3) == n_rows)
+    schema = metadata.get(2)[1]
+    leaves = _leaves(schema)
+    _require(len(leaves) == len(schema) - 1)  # flat: a leaf's position is its column's
+    (index,) = [i for i, leaf in enumerate(leaves) if leaf.get(4) == column.encode()]
+    _, groups = metadata.get(4)
+    _require(len(groups) == 1)
+    statistics = groups[0].get(1)[1][index].get(3).get(12)
+    _require(isinstance(statistics, Struct) and {5, 6} <= set(statistics.fields))
+    for flag_id in (7, 8):  # is_max_value_exact, is_min_value_exact: absent means exact
+        _require(statistics.fields.get(flag_id, (BOOL_TRUE, None))[0] == BOOL_TRUE)
+    decode_raw, _ = _sort_key(leaves[index])
+    found = [decode_raw(statistics.get(6)), decode_raw(statistics.get(5))]
+    return found == _stored_values(bounds, leaves[index])
+
+
+def footer_agrees(source: Source, n_rows: int, column: str, bounds: pa.Array[Any]) -> bool:
+    """Whether a one-row-group file's footer records ``n_rows`` rows and ``bounds`` of ``column``.
+
+    ``bounds`` are the column's first and last values as recorded elsewhere; no data is
+    read. A file replaced by another one with as many rows is caught by its statistics before
+    its pages are copied. ``False`` also when the footer cannot tell: no exact statistics
+    for the column, or a type whose statistics this module does not decode.
+    """
+    try:
+        return _footer_agrees(source, n_rows, column, bounds)
+    except (*_FOOTER_ERRORS, pa.ArrowException):  # bounds not representable in its unit
+        return False

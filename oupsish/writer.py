@@ -58,8 +58,8 @@ from oupsish.plan import (
     plan_windows,
 )
 from oupsish.read import is_missing_file_error, read_row_groups
-from oupsish.snapshot import Snapshot, stats_table
-from oupsish.stitch import Source, concatenate_row_groups
+from oupsish.snapshot import STATS_COLUMNS, Snapshot, stats_table
+from oupsish.stitch import Source, concatenate_row_groups, footer_agrees
 from oupsish.tail_cache import Tail
 
 __all__ = [
@@ -371,6 +371,28 @@ def _stitched(
         ]
 
 
+def _footers_agree(txn: Transaction, indices: range, column: str) -> bool:
+    """Whether the footers of row groups ``indices`` record what the snapshot does.
+
+    That is their row counts and ``column`` bounds (:func:`oupsish.stitch.footer_agrees`).
+    A kept ordered column is checked against the snapshot, not the files: the files whose
+    pages a merge copies are checked here, as reading them would.
+    """
+    snapshot = txn.snapshot
+    mins, maxs = (snapshot.stats.column(name).combine_chunks() for name in STATS_COLUMNS[2:])
+    try:
+        for index in indices:
+            path = txn.paths.data_file(snapshot.file_names[index])
+            with open(path, "rb", buffering=0) as file:
+                source = Source(os.fstat(file.fileno()).st_size, _reader(file))
+                bounds = pa.concat_arrays([mins[index : index + 1], maxs[index : index + 1]])
+                if not footer_agrees(source, int(snapshot.n_rows[index]), column, bounds):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
 def _reader(file: BinaryIO) -> Callable[[int, int], bytes]:
     return lambda offset, length: read_at(file.fileno(), length, offset)
 
@@ -456,6 +478,8 @@ def _stitch_append(
     indices = range(window.rg_start, window.rg_end)
     new = table.slice(window.new_start, window.n_new)
     stored = tail.get(snapshot, indices, [column])
+    if stored is not None and not _footers_agree(txn, indices, column):
+        stored = None  # a file is not the one kept: its rows are read, and checked
     if stored is None:
         stored = _read_existing(txn, indices, prepared.schema, [column])
     ordered = pa.chunked_array(

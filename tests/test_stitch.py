@@ -361,6 +361,28 @@ def test_a_damaged_tail_is_not_copied_and_the_write_refused(
     assert after == before
 
 
+@pytest.mark.parametrize("fresh_handle", [True, False])
+def test_a_tail_replaced_by_as_many_other_rows_is_not_copied(
+    tmp_path: Path, fresh_handle: bool
+) -> None:
+    # The ordered column kept in memory matches the metadata, the file on disk does not:
+    # its footer's statistics tell before its pages are copied, as reading it would.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(2):
+        ds.write(df=frame(step * 10, 10), row_group_target_size=40, max_n_off_target_rgs=1)
+    tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
+    other = frame(0, 20).assign(ts=lambda df: df["ts"] - pd.Timedelta(1, "s"))
+    pq.write_table(pa.Table.from_pandas(other, preserve_index=False), tail, use_dictionary=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    if fresh_handle:
+        tail_cache.clear()
+    writer = OrderedParquetDataset(tmp_path / "ds") if fresh_handle else ds
+    with pytest.raises(CorruptDatasetError, match=f"'{tail.name}' holds 'ts' values"):
+        writer.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
+    after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
+
+
 def test_fresh_handles_coalesce_into_periods(tmp_path: Path, stitches: list[bool]) -> None:
     # Row groups of one minute: appends within the minute are copied into its row group,
     # the first rows of the next minute start a new one.

@@ -16,6 +16,7 @@ import pytest
 
 from oupsish import OrderedParquetDataset, Store, tail_cache, toplevel
 from oupsish.read import read_row_groups
+from oupsish.stitch import footer_agrees
 from oupsish.testing import assert_same_rows
 
 CHUNK = 1_000
@@ -251,6 +252,54 @@ def test_a_tail_that_does_not_match_the_metadata_is_not_used(
     written = OrderedParquetDataset(tmp_path / "ds")
     assert_same_rows(written.to_pandas(), pd.concat([theirs, frame(4)]))
     assert written.verify() == []
+
+
+ORDERED_TYPES = {
+    "timestamp[ns]": pa.timestamp("ns"),
+    "timestamp[s], stored as ms": pa.timestamp("s"),
+    "timestamp[us, tz]": pa.timestamp("us", "Europe/Paris"),
+    "int64": pa.int64(),
+    "uint64": pa.uint64(),
+    "int16": pa.int16(),
+    "float64": pa.float64(),
+    "date32": pa.date32(),
+    "string": pa.string(),
+}
+
+
+@pytest.mark.parametrize("ordered_type", ORDERED_TYPES.values(), ids=ORDERED_TYPES.keys())
+def test_kept_ordered_columns_are_checked_against_footers_and_copied_from_memory(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    disk_reads: list[int],
+    ordered_type: pa.DataType,
+) -> None:
+    # Before copying pages from a kept tail, each file's footer statistics are decoded and
+    # compared with the metadata: they must agree for every type an ordered column takes,
+    # or each merge would read the column back from disk.
+    agreed: list[bool] = []
+
+    def spy(*args: Any) -> bool:
+        agreed.append(footer_agrees(*args))
+        return agreed[-1]
+
+    monkeypatch.setattr("oupsish.writer.footer_agrees", spy)
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    tables = []
+    for step in range(6):
+        ts = frame(step)["ts"].to_numpy()
+        if ordered_type == pa.string():
+            values = pa.array([f"{n:08d}" for n in ts])
+        elif ordered_type == pa.date32():
+            values = pa.array(ts, pa.int32())
+        else:
+            values = pa.array(ts)
+        tables.append(pa.table({"ts": values.cast(ordered_type), "v": frame(step)["v"]}))
+        ds.write(df=tables[-1], use_dictionary=False, **COALESCING)
+    assert agreed and all(agreed)
+    assert disk_reads == []
+    assert ds.to_arrow().equals(pa.concat_tables(tables).cast(ds.to_arrow().schema))
+    assert ds.verify() == []
 
 
 def test_a_tail_whose_pages_cannot_be_copied_is_kept_whole(
