@@ -48,6 +48,8 @@ _DECIMAL_CONVERTED_TYPE = 5
 _TIMESTAMP_CONVERTED_UNITS = {9: "ms", 10: "us"}  # TIMESTAMP_MILLIS, TIMESTAMP_MICROS
 _DECIMAL_LOGICAL_TYPE, _TIMESTAMP_LOGICAL_TYPE, _INTEGER_LOGICAL_TYPE = 5, 8, 10
 _TIME_UNITS = {1: "ms", 2: "us", 3: "ns"}  # parquet.thrift: TimeUnit
+_UNIT_EXPONENTS = {"s": 0, "ms": 3, "us": 6, "ns": 9}  # a unit is 10**-exponent seconds
+_MS_PER_DAY = 86_400_000
 
 # Fields of the footer's structs (parquet.thrift) that this module rewrites or copies.
 _FILE_FIELDS = {1, 2, 3, 4, 5, 6, 7}  # version .. column_orders (8, 9: encryption)
@@ -330,8 +332,17 @@ def concatenate_row_groups(files: Sequence[Source], n_rows: int) -> list[Piece] 
         return None
 
 
+def _exactly(integers: list[Any], numerator: int, denominator: int) -> list[int]:
+    """Return ``integers`` times ``numerator / denominator``, refused unless exact."""
+    _require(all(value * numerator % denominator == 0 for value in integers))
+    return [value * numerator // denominator for value in integers]
+
+
 def _stored_values(values: pa.Array[Any], element: Struct) -> list[Any]:
-    """Return ``values`` as a file's statistics hold them once decoded (:func:`_sort_key`)."""
+    """Return ``values`` as a file's statistics hold them once decoded (:func:`_sort_key`).
+
+    Views and Python integers: a pyarrow cast costs more than the rest of the check.
+    """
     arrow_type = values.type
     if pa.types.is_timestamp(arrow_type):
         # pyarrow stores seconds as milliseconds: the file's schema says which unit it holds.
@@ -342,11 +353,17 @@ def _stored_values(values: pa.Array[Any], element: Struct) -> list[Any]:
         else:
             unit = _TIMESTAMP_CONVERTED_UNITS.get(element.get(6))
         _require(unit is not None)
-        return values.cast(pa.timestamp(unit, arrow_type.tz)).cast(pa.int64()).to_pylist()
-    if pa.types.is_date(arrow_type):  # date64 is stored as days too
-        return values.cast(pa.date32()).cast(pa.int32()).to_pylist()
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return values.cast(pa.large_binary()).to_pylist()
+        shift = _UNIT_EXPONENTS[str(unit)] - _UNIT_EXPONENTS[arrow_type.unit]
+        integers = values.view(pa.int64()).to_pylist()
+        return _exactly(integers, 10 ** max(shift, 0), 10 ** max(-shift, 0))
+    if pa.types.is_date32(arrow_type):
+        return values.view(pa.int32()).to_pylist()
+    if pa.types.is_date64(arrow_type):  # stored as days
+        return _exactly(values.view(pa.int64()).to_pylist(), 1, _MS_PER_DAY)
+    if pa.types.is_string(arrow_type):
+        return values.view(pa.binary()).to_pylist()
+    if pa.types.is_large_string(arrow_type):
+        return values.view(pa.large_binary()).to_pylist()
     _require(
         pa.types.is_integer(arrow_type)
         or pa.types.is_float32(arrow_type)

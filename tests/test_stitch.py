@@ -258,6 +258,53 @@ def frame(start: int, n: int) -> pd.DataFrame:
     return df
 
 
+FOOTER_CASES = {
+    "timestamp[ns]": pa.array([1, 5, 9], pa.timestamp("ns")),
+    "timestamp[s], stored as ms": pa.array([1, 5, 9], pa.timestamp("s")),
+    "timestamp[ms, tz]": pa.array([1, 5, 9], pa.timestamp("ms", "Europe/Paris")),
+    "uint64 beyond int64": pa.array([1, 5, 2**63 + 5], pa.uint64()),
+    "int8": pa.array([-3, 5, 9], pa.int8()),
+    "uint32": pa.array([1, 5, 2**32 - 1], pa.uint32()),
+    "float32": pa.array([0.1, 0.5, 0.9], pa.float32()),
+    "string": pa.array(["a", "b", "é"], pa.string()),
+    "large_binary": pa.array([b"a", b"b", b"z"], pa.large_binary()),
+    "date32": pa.array([1, 5, 9], pa.int32()).view(pa.date32()),
+    "date64, stored as days": pa.array(np.array([1, 5, 9]) * 86_400_000).view(pa.date64()),
+}
+
+
+@pytest.mark.parametrize("values", FOOTER_CASES.values(), ids=FOOTER_CASES.keys())
+def test_footer_agrees_with_the_first_and_last_values_only(values: pa.Array[Any]) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"x": [0.0, 1.0, 2.0], "c": values}), buffer, use_dictionary=False)
+    source = Source.of_bytes(buffer.getvalue())
+    first_last = pa.concat_arrays([values[:1], values[2:]])
+    assert stitch_module.footer_agrees(source, 3, "c", first_last)
+    assert not stitch_module.footer_agrees(source, 3, "c", values[:2])  # another last value
+    assert not stitch_module.footer_agrees(source, 4, "c", first_last)  # another row count
+    assert not stitch_module.footer_agrees(source, 3, "x", first_last)  # another column
+
+
+@pytest.mark.parametrize(
+    ("values", "options"),
+    [
+        (pa.array([1, 9], pa.time64("us")), {}),  # statistics this module does not decode
+        (pa.array([1, 9], pa.int64()), {"write_statistics": False}),
+        (
+            pa.array([1_000_001, 9_000_000], pa.timestamp("ns")),
+            {"coerce_timestamps": "ms", "allow_truncated_timestamps": True},
+        ),
+    ],
+    ids=["time64", "no statistics", "truncated to ms"],
+)
+def test_a_footer_that_cannot_tell_does_not_agree(
+    values: pa.Array[Any], options: dict[str, Any]
+) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"c": values}), buffer, **options)
+    assert not stitch_module.footer_agrees(Source.of_bytes(buffer.getvalue()), 2, "c", values)
+
+
 @pytest.fixture
 def stitches(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each concatenation the writer attempts succeeds, in order."""
