@@ -47,7 +47,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 
-from oupsish import faults
+from oupsish import faults, snapshot_cache
 from oupsish.durable import background, drop_cached_pages, fsync_path, in_background
 from oupsish.errors import LockTimeoutError
 from oupsish.history import append_entry, entry, history_path
@@ -152,7 +152,11 @@ def read_snapshot(paths: DatasetPaths) -> Snapshot:
             data = file.read()
     except FileNotFoundError:
         return Snapshot.empty()
-    return decode(data, str(paths.metadata))
+    snapshot = snapshot_cache.lookup(paths.folder, data)
+    if snapshot is None:
+        snapshot = decode(data, str(paths.metadata))
+        snapshot_cache.remember(paths.folder, data, snapshot)
+    return snapshot
 
 
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{32}" + re.escape(TMP_SUFFIX) + "$")
@@ -381,7 +385,8 @@ class Transaction:
         append_entry(history, entry(self.snapshot, snapshot, changes), fsync=False)
         staged_metadata = temporary_path(self.paths.metadata)
         self._staged_metadata = staged_metadata
-        staged_metadata.write_bytes(encode(snapshot))
+        metadata = encode(snapshot)
+        staged_metadata.write_bytes(metadata)
         if self._fsync:
             self._syncing += [background(fsync_path, path) for path in (history, staged_metadata)]
         self._wait_for_fsyncs()
@@ -405,6 +410,7 @@ class Transaction:
         if self._fsync:
             fsync_path(self.paths.metadata.parent)
         self.signature = metadata_signature(self.paths)
+        snapshot_cache.remember(self.paths.folder, metadata, snapshot)
         faults.checkpoint("after_metadata", self.paths.metadata)
         superseded = [self.snapshot.file_names[index] for index in changes.removed]
         clean = True

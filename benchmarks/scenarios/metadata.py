@@ -20,7 +20,7 @@ from benchmarks.common import (
     timed,
     to_table,
 )
-from oupsish import OrderedParquetDataset, Store, sublevel, toplevel
+from oupsish import OrderedParquetDataset, Store, snapshot_cache, sublevel, toplevel
 
 NAME = "metadata"
 TITLE = "open/append/read a 5,000-row-group dataset; discover a store of 2,000 keys"
@@ -40,10 +40,17 @@ class Instrument:
     sampling: Sampling
 
 
-def _open(path: object) -> None:
+def _open(path: object, decoded: bool = False) -> None:
+    if not decoded:  # as in a new process: the metadata file is decoded
+        snapshot_cache.clear()
     ds = OrderedParquetDataset(path)  # type: ignore[arg-type]
     len(ds)
     ds.row_group_stats  # noqa: B018
+
+
+def _construct(path: object) -> None:
+    snapshot_cache.clear()
+    OrderedParquetDataset(path)  # type: ignore[arg-type]
 
 
 def run(ctx: Context) -> None:
@@ -78,7 +85,16 @@ def run(ctx: Context) -> None:
         target="<= 10 ms",
         met=ours_s <= 0.010,
     )
-    construct_s = median(timed(lambda: OrderedParquetDataset(path), 20))
+    reopen_s = median(timed(lambda: _open(path, decoded=True), 20))
+    rec.add(
+        NAME,
+        f"open {n_rgs:,} row groups again in the same process (snapshot kept)",
+        "s",
+        reopen_s,
+        pyarrow=raw_s,
+        better="lower",
+    )
+    construct_s = median(timed(lambda: _construct(path), 20))
     rec.detail(NAME, construct_only_s=construct_s)
 
     # One small append (each repeat appends 100 rows: one more row group).
@@ -173,7 +189,9 @@ def run(ctx: Context) -> None:
     rec.note(
         NAME,
         f"{n_rgs:,} row groups of {RG_ROWS:,} rows. 'open' baseline: pyarrow discovering the "
-        f"folder's files (pads.dataset); construct alone: {construct_s * 1e3:.2f} ms. Store "
+        "folder's files (pads.dataset). 'open' decodes the metadata file, as a new process "
+        "does (the process's kept snapshots cleared first); 'again' finds the snapshot the "
+        f"process decoded; construct alone: {construct_s * 1e3:.2f} ms. Store "
         f"keys are two folder levels deep ({N_FREQS} samplings per instrument); its "
         "baseline is a plain os.walk counting metadata files.",
     )

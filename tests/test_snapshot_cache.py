@@ -1,0 +1,136 @@
+"""Snapshots decoded once per metadata file and process (``oupsish.snapshot_cache``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oupsish import OrderedParquetDataset, Store, snapshot_cache, toplevel
+from oupsish.metadata import decode
+
+
+@toplevel
+class Key:
+    name: str
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The metadata files decoded, in order; nothing kept from earlier tests."""
+    snapshot_cache.clear()
+    decoded: list[str] = []
+
+    def spy(data: bytes, where: str) -> Any:
+        decoded.append(where)
+        return decode(data, where)
+
+    monkeypatch.setattr("oupsish.commit.decode", spy)
+    yield decoded
+    snapshot_cache.clear()
+
+
+def frame(start: int, n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame({"ts": np.arange(start, start + n), "v": np.arange(n) * 0.5})
+
+
+def test_a_dataset_opened_again_is_not_decoded_again(tmp_path: Path, decodes: list[str]) -> None:
+    OrderedParquetDataset(tmp_path / "ds", ordered_on="ts").write(df=frame(0))
+    snapshot_cache.clear()
+    store = Store(tmp_path, Key)
+    assert decodes == []
+    first = store[Key("ds")].snapshot()
+    for _ in range(3):
+        assert store[Key("ds")].snapshot() is first
+    assert len(decodes) == 1
+
+
+def test_a_commit_keeps_the_snapshot_it_wrote(tmp_path: Path, decodes: list[str]) -> None:
+    # store[key].write(...) makes a new handle for each write: none decodes the file the
+    # previous write committed.
+    store = Store(tmp_path, Key)
+    for step in range(4):
+        store[Key("ds")].write(df=frame(10 * step), ordered_on="ts", row_group_target_size=20)
+    assert decodes == []
+    ds = store[Key("ds")]
+    assert ds.row_group_stats["n_rows"].tolist() == [10, 10, 10, 10]
+    assert decodes == []
+    metadata = next(path for path in ds.dirpath.parent.iterdir() if path.name.endswith("_opdmd"))
+    written = decode(metadata.read_bytes(), "check")
+    assert ds.snapshot().stats.equals(written.stats)
+    assert ds.snapshot().schema == written.schema and ds.snapshot().commit == written.commit
+
+
+def test_a_file_committed_by_another_process_is_decoded(tmp_path: Path, decodes: list[str]) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0))
+    script = (
+        "import sys, numpy as np, pandas as pd; from oupsish import OrderedParquetDataset; "
+        "OrderedParquetDataset(sys.argv[1]).write("
+        "df=pd.DataFrame({'ts': np.arange(10, 20), 'v': np.zeros(10)}))"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ds")], check=True)
+    fresh = OrderedParquetDataset(tmp_path / "ds")
+    assert len(decodes) == 1
+    assert fresh.snapshot().commit == 2
+    assert fresh.to_pandas()["ts"].tolist() == list(range(20))
+
+
+def test_a_metadata_file_restored_to_older_bytes_gives_the_older_snapshot(
+    tmp_path: Path, decodes: list[str]
+) -> None:
+    # Whatever its inode, size or times: the bytes read are what the snapshot depends on.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0))
+    metadata = next(path for path in tmp_path.iterdir() if path.name.endswith("_opdmd"))
+    older = metadata.read_bytes()
+    ds.write(df=frame(10))
+    assert OrderedParquetDataset(tmp_path / "ds").snapshot().commit == 2
+    metadata.write_bytes(older)
+    assert OrderedParquetDataset(tmp_path / "ds").snapshot().commit == 1
+    assert len(decodes) == 1
+
+
+def test_snapshots_kept_stay_within_the_limit(
+    tmp_path: Path, decodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, Key)
+    for name in "abcd":
+        store[Key(name)].write(df=frame(0), ordered_on="ts")
+    one = snapshot_cache.cached_bytes() // 4
+    snapshot_cache.clear()
+    monkeypatch.setattr("oupsish.snapshot_cache.LIMIT_BYTES", 2 * one)
+    for name in "abcd":
+        store[Key(name)]
+        assert snapshot_cache.cached_bytes() <= 2 * one
+    decodes.clear()
+    store[Key("d")]  # among the two most recent
+    assert decodes == []
+    store[Key("a")]  # forgotten
+    assert len(decodes) == 1
+
+
+def test_a_kept_snapshot_does_not_share_the_callers_memory(
+    tmp_path: Path, decodes: list[str]
+) -> None:
+    # The caller may reuse its arrays once write() returns.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for step in range(3):
+        ts = np.arange(10 * step, 10 * step + 10)
+        ds.write(
+            df=pd.DataFrame({"ts": ts, "v": np.zeros(10)}, copy=False),
+            row_group_target_size=40,
+            max_n_off_target_rgs=2,
+        )
+        ts[:] = -1
+    kept = OrderedParquetDataset(tmp_path / "ds").snapshot()
+    assert decodes == []
+    metadata = next(path for path in tmp_path.iterdir() if path.name.endswith("_opdmd"))
+    assert kept.stats.equals(decode(metadata.read_bytes(), "check").stats)
+    assert kept.mins.tolist() == [0] and kept.maxs.tolist() == [29]
