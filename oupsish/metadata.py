@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oupsish.errors import CorruptDatasetError, UnsafeMetadataError
-from oupsish.frames import OrderedOn
+from oupsish.frames import OrderedOn, arrow_name
 from oupsish.naming import DATA_FILE_PATTERN, format_name, is_data_file_name
 from oupsish.snapshot import STATS_COLUMNS, Snapshot, stats_table
 
@@ -143,9 +143,34 @@ def _decode_own(table: pa.Table, raw: bytes, source: str) -> Snapshot:
         ordered_on=ordered_on,
         schema=schema,
         key_value_metadata=MappingProxyType(key_value_metadata),
-        stats=table.replace_schema_metadata(None),
+        stats=_bounds_of_column_type(
+            table.replace_schema_metadata(None), schema, ordered_on, source
+        ),
         exists=True,
     )
+
+
+def _bounds_of_column_type(
+    stats: pa.Table, schema: pa.Schema | None, ordered_on: OrderedOn | None, source: str
+) -> pa.Table:
+    """Give the row-group bounds the ordered column's type, as the commit that wrote them had.
+
+    Parquet stores ``timestamp[s]`` as ``timestamp[ms]`` and ``date64`` as ``date32``: read
+    back, the bounds would otherwise differ in type from the snapshot the commit kept.
+    """
+    if schema is None or ordered_on is None:
+        return stats
+    index = schema.get_field_index(arrow_name(ordered_on))
+    if index < 0 or stats.schema.field(STATS_COLUMNS[2]).type == schema.field(index).type:
+        return stats
+    wanted = schema.field(index).type
+    try:
+        for name in STATS_COLUMNS[2:]:
+            position = stats.schema.get_field_index(name)
+            stats = stats.set_column(position, name, stats.column(name).cast(wanted))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        _fail(source, f"its row-group bounds are not of the ordered column's type ({error})")
+    return stats
 
 
 class _PlainDataUnpickler(pickle.Unpickler):

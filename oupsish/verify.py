@@ -3,8 +3,8 @@
 The metadata file is the source of truth; verification checks that every file it lists is
 there and holds what it says (one row group, the recorded row count, the recorded
 ``ordered_on`` min and max, the dataset's schema), and reports files in the folder that no
-snapshot lists. It reads only each file's footer and its ``ordered_on`` column, and never
-changes anything on disk.
+snapshot lists. It decodes every page of every file (a damaged page in any column is
+found), holding one batch of rows at a time, and never changes anything on disk.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from oupsish.commit import DatasetPaths, is_temporary_name
 from oupsish.file_read import open_parquet
 from oupsish.frames import arrow_name
 from oupsish.naming import is_data_file_name
-from oupsish.snapshot import Snapshot
+from oupsish.snapshot import STATS_COLUMNS, Snapshot
 
 __all__ = ["Problem", "verify_dataset"]
 
@@ -56,22 +56,36 @@ VERIFY_BATCH_ROWS = 65_536
 """Rows decoded at a time: memory stays small whatever the row group's size."""
 
 
-def _decoded(parquet: pq.ParquetFile, column_name: str | None) -> pa.ChunkedArray[Any] | None:
+def _decoded(
+    parquet: pq.ParquetFile, column_name: str | None, cast_to: pa.Schema | None
+) -> tuple[pa.ChunkedArray[Any] | None, str | None]:
     """Decode every page of every column; return the ``column_name`` column, if any.
 
     Reads decode only the columns they need, and coalescing writes copy pages without
     decoding them: decoding everything here is what catches a damaged page in any column.
+    Each batch is cast to ``cast_to``, if given, as reads cast it; the second value says
+    why values do not fit it, ``None`` if they all do.
     """
     schema = parquet.schema_arrow
     if column_name is not None and schema.get_field_index(column_name) < 0:
         column_name = None  # reported by the schema check
-    pieces = []
+    pieces, unfit = [], None
     for batch in parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, use_threads=False):
+        if cast_to is not None and unfit is None:
+            try:
+                pa.Table.from_batches([batch]).cast(cast_to)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                unfit = str(error)
         if column_name is not None:
             pieces.append(batch.column(column_name))
     if column_name is None:
-        return None
-    return pa.chunked_array(pieces, type=schema.field(column_name).type)
+        return None, unfit
+    return pa.chunked_array(pieces, type=schema.field(column_name).type), unfit
+
+
+def _comparable(values: pa.ChunkedArray[Any]) -> pa.ChunkedArray[Any]:
+    """Durations as integers of their unit: pyarrow has no min_max for them."""
+    return values.cast(pa.int64()) if pa.types.is_duration(values.type) else values
 
 
 def _stored_forms(schema: pa.Schema) -> list[pa.Schema]:
@@ -98,8 +112,13 @@ def _check_file(
     try:
         parquet = open_parquet(path)
         metadata = parquet.metadata
+        found_schema = parquet.schema_arrow.remove_metadata()
+        fits = schemas is None or any(found_schema.equals(form) for form in schemas)
+        # Stored in Parquet's form (timestamp[ms] for [s]...): its values must fit the
+        # dataset's, as reads cast them.
+        cast_to = schemas[0] if schemas and fits and not found_schema.equals(schemas[0]) else None
         column_name = arrow_name(snapshot.ordered_on) if snapshot.ordered_on else None
-        column = _decoded(parquet, column_name)
+        column, unfit = _decoded(parquet, column_name, cast_to)
     except (pa.ArrowException, OSError) as error:
         return [Problem("unreadable", where, str(error))]
     problems = []
@@ -110,16 +129,18 @@ def _check_file(
     if metadata.num_row_groups > 1:
         detail = f"holds {metadata.num_row_groups} row groups, expected 1"
         problems.append(Problem("row_groups", where, detail))
-    found_schema = parquet.schema_arrow.remove_metadata()
-    if schemas is not None and not any(found_schema.equals(form) for form in schemas):
+    if schemas is not None and not fits:
         detail = f"schema {found_schema} differs from {schemas[0]}"
         problems.append(Problem("schema", where, detail))
+    elif schemas is not None and unfit is not None:
+        detail = f"values do not fit the dataset's schema {schemas[0]}: {unfit}"
+        problems.append(Problem("schema", where, detail))
     if column is not None and len(column):
-        found = pc.min_max(column)
+        found = pc.min_max(_comparable(column))
         lo, hi = found["min"].as_py(), found["max"].as_py()
         expected_lo, expected_hi = (
-            snapshot.stats.column("ordered_on_mins")[index].as_py(),
-            snapshot.stats.column("ordered_on_maxs")[index].as_py(),
+            _comparable(snapshot.stats.column(name).slice(index, 1))[0].as_py()
+            for name in STATS_COLUMNS[2:]
         )
         if (lo, hi) != (expected_lo, expected_hi):
             detail = (

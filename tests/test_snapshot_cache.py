@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from oupsish import OrderedParquetDataset, Store, snapshot_cache, toplevel
@@ -51,20 +53,39 @@ def test_a_dataset_opened_again_is_not_decoded_again(tmp_path: Path, decodes: li
     assert len(decodes) == 1
 
 
-def test_a_commit_keeps_the_snapshot_it_wrote(tmp_path: Path, decodes: list[str]) -> None:
+ORDERED = {
+    "int64": lambda values: pa.array(values),
+    "timestamp[s], stored as ms": lambda values: pa.array(values).cast(pa.timestamp("s")),
+    "date64, stored as date32": lambda values: pa.array(values * 86_400_000).view(pa.date64()),
+    "string": lambda values: pa.array([f"{value:04d}" for value in values]),
+}
+
+
+@pytest.mark.parametrize("ordered", ORDERED.values(), ids=ORDERED.keys())
+def test_a_commit_keeps_the_snapshot_decoding_its_file_gives(
+    tmp_path: Path, decodes: list[str], ordered: Callable[[npt.NDArray[Any]], pa.Array[Any]]
+) -> None:
     # store[key].write(...) makes a new handle for each write: none decodes the file the
-    # previous write committed.
+    # previous write committed, and what it holds is what decoding that file gives.
     store = Store(tmp_path, Key)
     for step in range(4):
-        store[Key("ds")].write(df=frame(10 * step), ordered_on="ts", row_group_target_size=20)
-    assert decodes == []
+        values = np.arange(10 * step, 10 * step + 10)
+        table = pa.table({"ts": ordered(values), "v": values * 0.5})
+        store[Key("ds")].write(df=table, ordered_on="ts", row_group_target_size=20)
     ds = store[Key("ds")]
     assert ds.row_group_stats["n_rows"].tolist() == [10, 10, 10, 10]
     assert decodes == []
-    metadata = next(path for path in ds.dirpath.parent.iterdir() if path.name.endswith("_opdmd"))
-    written = decode(metadata.read_bytes(), "check")
-    assert ds.snapshot().stats.equals(written.stats)
-    assert ds.snapshot().schema == written.schema and ds.snapshot().commit == written.commit
+    metadata = next(path for path in tmp_path.iterdir() if path.name.endswith("_opdmd"))
+    kept, written = ds.snapshot(), decode(metadata.read_bytes(), "check")
+    assert kept.stats.equals(written.stats, check_metadata=True)
+    assert kept.schema.equals(written.schema, check_metadata=True)
+    assert (kept.commit, kept.ordered_on, kept.exists, kept.legacy) == (
+        written.commit,
+        written.ordered_on,
+        written.exists,
+        written.legacy,
+    )
+    assert dict(kept.key_value_metadata) == dict(written.key_value_metadata)
 
 
 def test_a_file_committed_by_another_process_is_decoded(tmp_path: Path, decodes: list[str]) -> None:

@@ -154,6 +154,22 @@ def test_types_parquet_stores_in_another_form_are_the_dataset_schema(tmp_path: P
     days = pa.array(np.arange(10), pa.int64())  # another type than the dataset's
     pq.write_table(table.slice(0, 10).set_column(2, "day", days), data_files(ds)[0])
     assert kinds(ds) == ["schema"]
+    # Parquet's form, with a value the dataset's type cannot hold (reads refuse it too).
+    milliseconds = pa.array([0, 1500, *range(2000, 10_000, 1000)]).cast(pa.timestamp("ms"))
+    pq.write_table(table.slice(0, 10).set_column(0, "ts", milliseconds), data_files(ds)[0])
+    assert kinds(ds) == ["schema"]
+    assert "1500" in ds.verify()[0].detail
+    with pytest.raises(CorruptDatasetError, match="1500"):
+        ds.to_arrow()
+
+
+def test_a_duration_ordered_column_is_verified(tmp_path: Path) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="d")
+    durations = pa.array(np.arange(20), pa.int64()).cast(pa.duration("s"))
+    ds.write(df=pa.table({"d": durations, "v": np.zeros(20)}), row_group_target_size=10)
+    assert ds.verify() == []
+    pq.write_table(pa.table({"d": durations[1:11], "v": np.zeros(10)}), data_files(ds)[0])
+    assert kinds(ds) == ["min_max"]
 
 
 def test_orphans_and_temporaries_are_reported_foreign_files_ignored(tmp_path: Path) -> None:
