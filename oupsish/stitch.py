@@ -46,7 +46,9 @@ _DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _UNSIGNED_CONVERTED_TYPES = {11, 12, 13, 14}  # UINT_8 ... UINT_64
 _DECIMAL_CONVERTED_TYPE = 5
 _TIMESTAMP_CONVERTED_UNITS = {9: "ms", 10: "us"}  # TIMESTAMP_MILLIS, TIMESTAMP_MICROS
-_DECIMAL_LOGICAL_TYPE, _TIMESTAMP_LOGICAL_TYPE, _INTEGER_LOGICAL_TYPE = 5, 8, 10
+_TIME_CONVERTED_UNITS = {7: "ms", 8: "us"}  # TIME_MILLIS, TIME_MICROS
+_DECIMAL_LOGICAL_TYPE, _TIME_LOGICAL_TYPE, _TIMESTAMP_LOGICAL_TYPE = 5, 7, 8
+_INTEGER_LOGICAL_TYPE = 10
 _TIME_UNITS = {1: "ms", 2: "us", 3: "ns"}  # parquet.thrift: TimeUnit
 _UNIT_EXPONENTS = {"s": 0, "ms": 3, "us": 6, "ns": 9}  # a unit is 10**-exponent seconds
 _MS_PER_DAY = 86_400_000
@@ -338,24 +340,35 @@ def _exactly(integers: list[Any], numerator: int, denominator: int) -> list[int]
     return [value * numerator // denominator for value in integers]
 
 
+def _unit(element: Struct, logical_id: int, converted_units: dict[int, str]) -> str:
+    """Return the unit of a timestamp or time leaf, from its logical or converted type."""
+    logical = element.get(10)
+    kind = logical.get(logical_id) if isinstance(logical, Struct) else None
+    if isinstance(kind, Struct) and isinstance(kind.get(2), Struct):
+        unit = _TIME_UNITS.get(next(iter(kind.get(2).fields), 0))
+    else:
+        unit = converted_units.get(element.get(6))
+    _require(unit is not None)
+    return str(unit)
+
+
 def _stored_values(values: pa.Array[Any], element: Struct) -> list[Any]:
     """Return ``values`` as a file's statistics hold them once decoded (:func:`_sort_key`).
 
     Views and Python integers: a pyarrow cast costs more than the rest of the check.
     """
     arrow_type = values.type
-    if pa.types.is_timestamp(arrow_type):
-        # pyarrow stores seconds as milliseconds: the file's schema says which unit it holds.
-        logical = element.get(10)
-        timestamp = logical.get(_TIMESTAMP_LOGICAL_TYPE) if isinstance(logical, Struct) else None
-        if isinstance(timestamp, Struct) and isinstance(timestamp.get(2), Struct):
-            unit = _TIME_UNITS.get(next(iter(timestamp.get(2).fields), 0))
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_time(arrow_type):
+        # Parquet has no seconds: pyarrow stores them as milliseconds.
+        if pa.types.is_timestamp(arrow_type):
+            unit = _unit(element, _TIMESTAMP_LOGICAL_TYPE, _TIMESTAMP_CONVERTED_UNITS)
         else:
-            unit = _TIMESTAMP_CONVERTED_UNITS.get(element.get(6))
-        _require(unit is not None)
-        shift = _UNIT_EXPONENTS[str(unit)] - _UNIT_EXPONENTS[arrow_type.unit]
-        integers = values.view(pa.int64()).to_pylist()
-        return _exactly(integers, 10 ** max(shift, 0), 10 ** max(-shift, 0))
+            unit = _unit(element, _TIME_LOGICAL_TYPE, _TIME_CONVERTED_UNITS)
+        shift = _UNIT_EXPONENTS[unit] - _UNIT_EXPONENTS[arrow_type.unit]
+        integers = values.view(pa.int32() if arrow_type.bit_width == 32 else pa.int64())
+        return _exactly(integers.to_pylist(), 10 ** max(shift, 0), 10 ** max(-shift, 0))
+    if pa.types.is_duration(arrow_type):  # stored as integers of its unit
+        return values.view(pa.int64()).to_pylist()
     if pa.types.is_date32(arrow_type):
         return values.view(pa.int32()).to_pylist()
     if pa.types.is_date64(arrow_type):  # stored as days
@@ -374,13 +387,33 @@ def _stored_values(values: pa.Array[Any], element: Struct) -> list[Any]:
     return values.to_pylist()
 
 
+def _top_level_leaf(schema: list[Struct], name: str) -> int:
+    """Return the position among the leaves of the top-level, non-nested column ``name``.
+
+    The schema is flattened depth first: a group's children follow it, so counting the
+    leaves of each top-level field's subtree gives the position of the next one's.
+    """
+    position, leaves = 1, 0
+    for _ in range(schema[0].get(5)):
+        element = schema[position]
+        if element.get(4) == name.encode():
+            _require(not element.get(5))
+            return leaves
+        pending = 1  # elements of this subtree still to skip
+        while pending:
+            children = schema[position].get(5)
+            position += 1
+            pending += (children or 0) - 1
+            leaves += 0 if children else 1
+    raise _RefusedError
+
+
 def _footer_agrees(source: Source, n_rows: int, column: str, bounds: pa.Array[Any]) -> bool:
     metadata, _ = _footer(source)
     _require(metadata.get(3) == n_rows)
     schema = metadata.get(2)[1]
     leaves = _leaves(schema)
-    _require(len(leaves) == len(schema) - 1)  # flat: a leaf's position is its column's
-    (index,) = [i for i, leaf in enumerate(leaves) if leaf.get(4) == column.encode()]
+    index = _top_level_leaf(schema, column)
     _, groups = metadata.get(4)
     _require(len(groups) == 1)
     statistics = groups[0].get(1)[1][index].get(3).get(12)

@@ -270,32 +270,38 @@ FOOTER_CASES = {
     "large_binary": pa.array([b"a", b"b", b"z"], pa.large_binary()),
     "date32": pa.array([1, 5, 9], pa.int32()).view(pa.date32()),
     "date64, stored as days": pa.array(np.array([1, 5, 9]) * 86_400_000).view(pa.date64()),
+    "time32[s], stored as ms": pa.array([1, 5, 9], pa.int32()).view(pa.time32("s")),
+    "time64[ns]": pa.array([1, 5, 9], pa.int64()).view(pa.time64("ns")),
+    "duration[s]": pa.array([1, 5, 9], pa.int64()).view(pa.duration("s")),
 }
 
 
 @pytest.mark.parametrize("values", FOOTER_CASES.values(), ids=FOOTER_CASES.keys())
 def test_footer_agrees_with_the_first_and_last_values_only(values: pa.Array[Any]) -> None:
+    # Nested columns before it: the ordered column's leaf is found past theirs.
+    nested = {"x": [0.0, 1.0, 2.0], "l": [[1], [], [2, 3]], "s": [{"a": 1, "b": [2]}] * 3}
     buffer = io.BytesIO()
-    pq.write_table(pa.table({"x": [0.0, 1.0, 2.0], "c": values}), buffer, use_dictionary=False)
+    pq.write_table(pa.table({**nested, "c": values}), buffer, use_dictionary=False)
     source = Source.of_bytes(buffer.getvalue())
     first_last = pa.concat_arrays([values[:1], values[2:]])
     assert stitch_module.footer_agrees(source, 3, "c", first_last)
     assert not stitch_module.footer_agrees(source, 3, "c", values[:2])  # another last value
     assert not stitch_module.footer_agrees(source, 4, "c", first_last)  # another row count
     assert not stitch_module.footer_agrees(source, 3, "x", first_last)  # another column
+    assert not stitch_module.footer_agrees(source, 3, "s", first_last)  # not a leaf
 
 
 @pytest.mark.parametrize(
     ("values", "options"),
     [
-        (pa.array([1, 9], pa.time64("us")), {}),  # statistics this module does not decode
+        (pa.array([1, 9]).cast(pa.decimal128(21, 2)), {}),  # statistics not decoded here
         (pa.array([1, 9], pa.int64()), {"write_statistics": False}),
         (
             pa.array([1_000_001, 9_000_000], pa.timestamp("ns")),
             {"coerce_timestamps": "ms", "allow_truncated_timestamps": True},
         ),
     ],
-    ids=["time64", "no statistics", "truncated to ms"],
+    ids=["decimal", "no statistics", "truncated to ms"],
 )
 def test_a_footer_that_cannot_tell_does_not_agree(
     values: pa.Array[Any], options: dict[str, Any]

@@ -264,6 +264,8 @@ ORDERED_TYPES = {
     "float64": pa.float64(),
     "date32": pa.date32(),
     "string": pa.string(),
+    "time32[s], stored as ms": pa.time32("s"),
+    "duration[ms]": pa.duration("ms"),
 }
 
 
@@ -290,11 +292,14 @@ def test_kept_ordered_columns_are_checked_against_footers_and_copied_from_memory
         ts = frame(step)["ts"].to_numpy()
         if ordered_type == pa.string():
             values = pa.array([f"{n:08d}" for n in ts])
-        elif ordered_type == pa.date32():
+        elif ordered_type in (pa.date32(), pa.time32("s")):
             values = pa.array(ts, pa.int32())
         else:
             values = pa.array(ts)
-        tables.append(pa.table({"ts": values.cast(ordered_type), "v": frame(step)["v"]}))
+        nested = pa.array([[n] for n in ts], pa.list_(pa.int64()))  # leaves before "ts"'s
+        tables.append(
+            pa.table({"l": nested, "ts": values.cast(ordered_type), "v": frame(step)["v"]})
+        )
         ds.write(df=tables[-1], use_dictionary=False, **COALESCING)
     assert agreed and all(agreed)
     assert disk_reads == []
