@@ -45,6 +45,11 @@ def stats_table(
     )
 
 
+def _read_only(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    values.flags.writeable = False
+    return values
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One committed state of a dataset.
@@ -93,30 +98,31 @@ class Snapshot:
     def __len__(self) -> int:
         return self.stats.num_rows
 
+    # Read-only: one snapshot is shared by every handle of the process on that state.
     @cached_property
-    def file_names(self) -> list[str]:
+    def file_names(self) -> tuple[str, ...]:
         """File name of each row group, in order."""
-        return [str(name) for name in self.stats.column("file_names").to_pylist()]
+        return tuple(str(name) for name in self.stats.column("file_names").to_pylist())
 
     @cached_property
     def n_rows(self) -> npt.NDArray[np.int64]:
         """Row count of each row group."""
-        return np.asarray(self.stats.column("n_rows").to_numpy(), dtype=np.int64)
+        return _read_only(np.asarray(self.stats.column("n_rows").to_numpy(), dtype=np.int64))
 
     @cached_property
     def mins(self) -> npt.NDArray[Any]:
         """First ``ordered_on`` value of each row group, comparable with new values."""
-        return ordered_values(self.stats.column("ordered_on_mins"))
+        return _read_only(ordered_values(self.stats.column("ordered_on_mins")))
 
     @cached_property
     def maxs(self) -> npt.NDArray[Any]:
         """Last ``ordered_on`` value of each row group, comparable with new values."""
-        return ordered_values(self.stats.column("ordered_on_maxs"))
+        return _read_only(ordered_values(self.stats.column("ordered_on_maxs")))
 
     @cached_property
     def row_offsets(self) -> npt.NDArray[np.int64]:
         """Index of each row group's first row in the whole dataset, then the total."""
-        return np.concatenate([[0], np.cumsum(self.n_rows)]).astype(np.int64)
+        return _read_only(np.concatenate([[0], np.cumsum(self.n_rows)]).astype(np.int64))
 
     @property
     def n_total_rows(self) -> int:
@@ -147,12 +153,12 @@ class Snapshot:
         schema: pa.Schema | None,
         key_value_metadata: Mapping[str, str],
         stats: pa.Table,
-        file_names: list[str] | None = None,
+        file_names: Sequence[str] | None = None,
     ) -> Snapshot:
         """Return the state the next commit produces.
 
-        ``file_names``, if given, must be ``stats``' column as a list: it spares
-        converting the whole column again on a large dataset.
+        ``file_names``, if given, must be ``stats``' column: it spares converting the
+        whole column again on a large dataset.
         """
         successor = Snapshot(
             commit=self.commit + 1,
@@ -164,7 +170,7 @@ class Snapshot:
             legacy=False,
         )
         if file_names is not None:
-            successor.__dict__["file_names"] = file_names  # the cached_property's slot
+            successor.__dict__["file_names"] = tuple(file_names)  # the cached_property's slot
         return successor
 
 
@@ -178,7 +184,7 @@ class FileChanges:
     """Row groups of the earlier snapshot that the later one does not list."""
 
 
-def _common_prefix(left: list[str], right: list[str]) -> int:
+def _common_prefix(left: Sequence[str], right: Sequence[str]) -> int:
     """Length of the longest common prefix, by bisection on C-speed slice comparisons.
 
     Each step compares only the half still in doubt: about twice the shorter list's length

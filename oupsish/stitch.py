@@ -429,9 +429,10 @@ def footer_agrees(source: Source, n_rows: int, column: str, bounds: pa.Array[Any
     """Whether a one-row-group file's footer records ``n_rows`` rows and ``bounds`` of ``column``.
 
     ``bounds`` are the column's first and last values as recorded elsewhere; no data is
-    read. A file replaced by another one with as many rows is caught by its statistics before
-    its pages are copied. ``False`` also when the footer cannot tell: no exact statistics
-    for the column, or a type whose statistics this module does not decode.
+    read. A file replaced by another one with as many rows but another first or last value
+    is caught before its pages are copied, as reading its column would catch it. ``False``
+    also when the footer cannot tell: no exact statistics for the column, a nested column,
+    or a type whose statistics this module does not decode.
     """
     try:
         return _footer_agrees(source, n_rows, column, bounds)

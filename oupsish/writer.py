@@ -379,13 +379,14 @@ def _footers_agree(txn: Transaction, indices: range, column: str) -> bool:
     pages a merge copies are checked here, as reading them would.
     """
     snapshot = txn.snapshot
-    mins, maxs = (snapshot.stats.column(name).combine_chunks() for name in STATS_COLUMNS[2:])
+    mins, maxs = (snapshot.stats.column(name) for name in STATS_COLUMNS[2:])
     try:
         for index in indices:
             path = txn.paths.data_file(snapshot.file_names[index])
             with open(path, "rb", buffering=0) as file:
                 source = Source(os.fstat(file.fileno()).st_size, _reader(file))
-                bounds = pa.concat_arrays([mins[index : index + 1], maxs[index : index + 1]])
+                chunks = [*mins.slice(index, 1).chunks, *maxs.slice(index, 1).chunks]
+                bounds = pa.chunked_array(chunks, type=mins.type).combine_chunks()
                 if not footer_agrees(source, int(snapshot.n_rows[index]), column, bounds):
                     return False
     except OSError:
@@ -577,7 +578,9 @@ def _splice(
     snapshot: Snapshot, replacements: list[tuple[Window, pa.Table]], arrow_type: pa.DataType
 ) -> tuple[pa.Table, list[str]]:
     """Return the statistics, and file names, with each window's row groups replaced."""
-    parts, names, previous = [], [], 0
+    parts: list[pa.Table] = []
+    names: list[str] = []
+    previous = 0
     for window, stats in replacements:
         parts.append(snapshot.stats.slice(previous, window.rg_start - previous))
         parts.append(stats)

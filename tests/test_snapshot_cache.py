@@ -155,3 +155,30 @@ def test_a_kept_snapshot_does_not_share_the_callers_memory(
     metadata = next(path for path in tmp_path.iterdir() if path.name.endswith("_opdmd"))
     assert kept.stats.equals(decode(metadata.read_bytes(), "check").stats)
     assert kept.mins.tolist() == [0] and kept.maxs.tolist() == [29]
+
+
+def test_a_limit_of_zero_keeps_none_and_an_entry_too_large_replaces_none(
+    tmp_path: Path, decodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, Key)
+    store[Key("a")].write(df=frame(0), ordered_on="ts")
+    assert snapshot_cache.cached_bytes() > 0
+    monkeypatch.setattr("oupsish.snapshot_cache.LIMIT_BYTES", 0)
+    store[Key("a")].write(df=frame(10))  # its snapshot is too large: the older one goes too
+    assert snapshot_cache.cached_bytes() == 0
+    decodes.clear()
+    for _ in range(2):
+        assert store[Key("a")].snapshot().commit == 2
+    assert len(decodes) == 2
+
+
+def test_a_kept_snapshot_cannot_be_changed_through_its_values(tmp_path: Path) -> None:
+    # Every handle on the same state shares it.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0), row_group_target_size=5)
+    snapshot = OrderedParquetDataset(tmp_path / "ds").snapshot()
+    assert isinstance(snapshot.file_names, tuple)
+    for values in (snapshot.n_rows, snapshot.mins, snapshot.maxs, snapshot.row_offsets):
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = 7
+    assert OrderedParquetDataset(tmp_path / "ds").snapshot().mins.tolist() == [0, 5]
