@@ -96,7 +96,10 @@ def _stored_forms(schema: pa.Schema) -> list[pa.Schema]:
     back. Either form is the dataset's schema.
     """
     sink = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), sink)
+    try:
+        pq.write_table(schema.empty_table(), sink)
+    except (pa.ArrowException, OSError):  # not a schema Parquet can hold: its files neither
+        return [schema.remove_metadata()]
     read_back = pq.read_schema(pa.BufferReader(sink.getvalue()))
     return [schema.remove_metadata(), read_back.remove_metadata()]
 
