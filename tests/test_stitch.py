@@ -279,7 +279,11 @@ FOOTER_CASES = {
 @pytest.mark.parametrize("values", FOOTER_CASES.values(), ids=FOOTER_CASES.keys())
 def test_footer_agrees_with_the_first_and_last_values_only(values: pa.Array[Any]) -> None:
     # Nested columns before it: the ordered column's leaf is found past theirs.
-    nested = {"x": [0.0, 1.0, 2.0], "l": [[1], [], [2, 3]], "s": [{"a": 1, "b": [2]}] * 3}
+    nested: dict[str, list[Any]] = {
+        "x": [0.0, 1.0, 2.0],
+        "l": [[1], [], [2, 3]],
+        "s": [{"a": 1, "b": [2]}] * 3,
+    }
     buffer = io.BytesIO()
     pq.write_table(pa.table({**nested, "c": values}), buffer, use_dictionary=False)
     source = Source.of_bytes(buffer.getvalue())
