@@ -9,11 +9,12 @@ from concurrent.futures import wait
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oupsish.threads import LazyPool, cpu_count
 
-__all__ = ["open_parquet", "read_files"]
+__all__ = ["conform", "open_parquet", "read_files"]
 
 FEW_FILES = 8
 """Up to this many files are read on the calling thread alone."""
@@ -77,7 +78,23 @@ def _read_file(path: str | Path, target: pa.Schema | None, columns: list[str] | 
         # Not a file this dataset wrote (a column missing, or more): pyarrow's dataset
         # reader fills or drops columns as the schema says.
         return pq.read_table(path, columns=target.names, schema=target)
-    return table.cast(target)
+    return conform(table, target)
+
+
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Cast a table read from a data file to the dataset's schema ``target`` (same names).
+
+    Parquet restores dictionaries of strings only: a column of numbers or timestamps that
+    was a dictionary (a pandas ``Categorical``) reads back as its values, and pyarrow
+    cannot cast values to a dictionary. Such columns are encoded again first.
+    """
+    columns = [
+        pc.dictionary_encode(column.cast(field.type.value_type))
+        if pa.types.is_dictionary(field.type) and not pa.types.is_dictionary(column.type)
+        else column
+        for column, field in zip(table.columns, target, strict=True)
+    ]
+    return pa.Table.from_arrays(columns, names=target.names).cast(target)
 
 
 def read_files(

@@ -13,6 +13,7 @@ order. Anything else returns ``None``, and the caller encodes the rows instead.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from collections import OrderedDict
@@ -115,6 +116,16 @@ DECODED_FOOTERS = 256
 """Footers kept decoded (a few kB each): a coalesced file's footer is decoded once."""
 MAX_FOOTER_BYTES = 16 * 2**20
 """Larger footers are not read: ours take a few kB, a damaged length could claim GBs."""
+
+
+def _after_fork() -> None:
+    # Another thread may have held the lock at the fork: the child gets a new one.
+    global _decoded_lock
+    _decoded_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _remember(footer: bytes, metadata: Struct) -> None:

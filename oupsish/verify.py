@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oupsish.commit import DatasetPaths, is_temporary_name
-from oupsish.file_read import open_parquet
+from oupsish.file_read import conform, open_parquet
 from oupsish.frames import arrow_name
 from oupsish.naming import is_data_file_name
 from oupsish.snapshot import STATS_COLUMNS, Snapshot
@@ -73,7 +73,7 @@ def _decoded(
     for batch in parquet.iter_batches(batch_size=VERIFY_BATCH_ROWS, use_threads=False):
         if cast_to is not None and unfit is None:
             try:
-                pa.Table.from_batches([batch]).cast(cast_to)
+                conform(pa.Table.from_batches([batch]), cast_to)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                 unfit = str(error)
         if column_name is not None:

@@ -270,6 +270,29 @@ def test_lossless_type_differences_are_accepted(tmp_path: Path) -> None:
     assert result["ts"].dtype == "datetime64[ns]"
 
 
+@pytest.mark.parametrize(
+    "categories",
+    [
+        pd.Categorical([3, 1, 3, 2, 1]),
+        pd.Categorical(pd.to_datetime(["2024", "2023", "2024", "2022", "2023"])),
+        pd.Categorical(list("cacba"), categories=list("abc"), ordered=True),
+    ],
+    ids=["numbers", "timestamps", "ordered strings"],
+)
+def test_categoricals_read_back_as_written(tmp_path: Path, categories: pd.Categorical) -> None:
+    # Parquet restores dictionaries of strings only: other categoricals read back as their
+    # values, and are encoded again to the stored type.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    df = pd.DataFrame({"ts": range(5), "c": categories})
+    for part in (df.iloc[:3], df.iloc[3:]):  # two row groups, with their own dictionaries
+        ds.write(df=part, row_group_target_size=3)
+    result = all_rows(ds)
+    assert isinstance(result["c"].dtype, pd.CategoricalDtype)
+    assert result["c"].dtype.ordered == categories.ordered
+    assert result["c"].tolist() == list(categories)
+    assert ds.verify() == []
+
+
 def test_views(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="k")
     ds.write(df=pd.DataFrame({"k": range(10)}), row_group_target_size=3)
