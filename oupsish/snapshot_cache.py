@@ -14,13 +14,11 @@ used forgotten first; ``0`` keeps none.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import pyarrow as pa
 
+from oupsish.lru import SizedLru
 from oupsish.snapshot import STATS_COLUMNS, Snapshot
 
 __all__ = ["LIMIT_BYTES", "cached_bytes", "clear", "lookup", "remember"]
@@ -48,57 +46,23 @@ def _footprint(data: bytes, snapshot: Snapshot) -> int:
     return size
 
 
-class _Snapshots:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Path, tuple[bytes, Snapshot, int]] = OrderedDict()
-        self.total = 0
-
-    def lookup(self, folder: Path, data: bytes) -> Snapshot | None:
-        with self._lock:
-            entry = self._entries.get(folder)
-            if entry is None or entry[0] != data:
-                return None
-            self._entries.move_to_end(folder)
-            return entry[1]
-
-    def remember(self, folder: Path, data: bytes, snapshot: Snapshot) -> None:
-        size = _footprint(data, snapshot)
-        with self._lock:
-            old = self._entries.pop(folder, None)
-            if old is not None:
-                self.total -= old[2]
-            if size > LIMIT_BYTES:
-                return
-            self._entries[folder] = (data, snapshot, size)
-            self.total += size
-            while self.total > LIMIT_BYTES:
-                self.total -= self._entries.popitem(last=False)[1][2]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.total = 0
-
-    def after_fork(self) -> None:
-        # A thread of the parent may have held the lock, amid an update of the total.
-        self._lock = threading.Lock()
-        self.total = sum(size for _, _, size in self._entries.values())
-
-
-_snapshots = _Snapshots()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_snapshots.after_fork)
+_snapshots: SizedLru[Path, tuple[bytes, Snapshot, int]] = SizedLru(lambda entry: entry[2])
 
 
 def lookup(folder: Path, data: bytes) -> Snapshot | None:
     """Return the snapshot of the dataset in ``folder`` if its metadata file is ``data``."""
-    return _snapshots.lookup(folder, data)
+    with _snapshots.lock:
+        entry = _snapshots.get(folder, touch=True)
+    return entry[1] if entry is not None and entry[0] == data else None
 
 
 def remember(folder: Path, data: bytes, snapshot: Snapshot) -> None:
     """Keep ``snapshot``, the content of the metadata file ``data`` of ``folder``."""
-    _snapshots.remember(folder, data, snapshot)
+    size = _footprint(data, snapshot)
+    with _snapshots.lock:
+        _snapshots.replace(folder, (data, snapshot, size) if size <= LIMIT_BYTES else None)
+        while _snapshots.total > LIMIT_BYTES:
+            _snapshots.drop_oldest()
 
 
 def cached_bytes() -> int:
@@ -108,4 +72,5 @@ def cached_bytes() -> int:
 
 def clear() -> None:
     """Forget every kept snapshot: the next open of each dataset decodes its metadata."""
-    _snapshots.clear()
+    with _snapshots.lock:
+        _snapshots.clear()

@@ -18,10 +18,7 @@ commit to any dataset (or :func:`clear`).
 from __future__ import annotations
 
 import bisect
-import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import pyarrow as pa
 
 from oupsish.commit import Signature
 from oupsish.frames import arrow_name, ordered_values
+from oupsish.lru import SizedLru
 from oupsish.snapshot import Snapshot
 
 __all__ = [
@@ -174,54 +172,45 @@ class _Tails:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.total = 0
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Path, _Entry] = OrderedDict()
+        self._entries: SizedLru[Path, _Entry] = SizedLru(lambda entry: entry.tail.size)
+
+    @property
+    def total(self) -> int:
+        return self._entries.total
 
     def lookup(self, folder: Path, signature: Signature | None) -> Tail:
-        with self._lock:
+        with self._entries.lock:
             entry = self._entries.get(folder)
         if entry is None or signature is None or entry.signature != signature:
             return _NOTHING
         return entry.tail
 
     def put(self, folder: Path, signature: Signature | None, tail: Tail) -> None:
-        with self._lock:
+        with self._entries.lock:
             now = time.monotonic()  # under the lock: entries stay in the order of this time
-            old = self._entries.pop(folder, None)
-            if old is not None:
-                self.total -= old.tail.size
+            kept = None
             if signature is not None and tail.tables and tail.size <= self.limit:
-                self._entries[folder] = _Entry(signature, tail, now)
-                self.total += tail.size
+                kept = _Entry(signature, tail, now)
+            self._entries.replace(folder, kept)
             self._shrink(now)
 
     def set_limit(self, limit: int) -> None:
-        with self._lock:
+        with self._entries.lock:
             self.limit = limit
             self._shrink(time.monotonic())
 
     def clear(self) -> None:
-        with self._lock:
+        with self._entries.lock:
             self._entries.clear()
-            self.total = 0
-
-    def after_fork(self) -> None:
-        # A thread of the parent may have held the lock, amid an update of the total.
-        self._lock = threading.Lock()
-        self.total = sum(entry.tail.size for entry in self._entries.values())
 
     def _shrink(self, now: float) -> None:
-        while self._entries:
-            entry = next(iter(self._entries.values()))
+        while (entry := self._entries.oldest()) is not None:
             if self.total <= self.limit and now - entry.written_at < IDLE_SECONDS:
                 break
-            self.total -= self._entries.popitem(last=False)[1].tail.size
+            self._entries.drop_oldest()
 
 
 _tails = _Tails(DEFAULT_LIMIT)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_tails.after_fork)
 
 
 def lookup(folder: Path, signature: Signature | None) -> Tail:

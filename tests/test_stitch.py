@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -396,45 +397,42 @@ def test_coalescing_without_the_tail_in_memory_reads_only_the_ordered_column(
     assert ds.row_group_stats["n_rows"].tolist() == [40, 40, 40]
 
 
+def _fewer_rows(tail: Path) -> None:
+    pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
+
+
+def _as_many_other_rows(tail: Path) -> None:
+    other = frame(0, 20).assign(ts=lambda df: df["ts"] - pd.Timedelta(1, "s"))
+    pq.write_table(pa.Table.from_pandas(other, preserve_index=False), tail, use_dictionary=False)
+
+
 @pytest.mark.parametrize("fresh_handle", [True, False])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_fewer_rows, "hold 5 rows where the metadata records"),
+        (_as_many_other_rows, "'{tail}' holds 'ts' values"),
+    ],
+    ids=["fewer rows", "as many other rows"],
+)
 def test_a_damaged_tail_is_not_copied_and_the_write_refused(
-    tmp_path: Path, fresh_handle: bool
+    tmp_path: Path, fresh_handle: bool, damage: Callable[[Path], None], message: str
 ) -> None:
     # The handle that wrote the tail keeps its ordered column only, to place the boundaries
     # of the merged row group; a file on disk that no longer holds the rows its metadata
-    # records (damaged, replaced) must not be copied into it, whichever handle writes.
+    # records (damaged, replaced) must not be copied into it, whichever handle writes. The
+    # kept column matches the metadata, not the file: the file's footer tells before its
+    # pages are copied, as reading it would.
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     for step in range(2):
         ds.write(df=frame(step * 10, 10), row_group_target_size=40, max_n_off_target_rgs=1)
     tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
-    pq.write_table(pq.read_table(tail).slice(0, 5), tail, use_dictionary=False)
+    damage(tail)
     before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     if fresh_handle:  # and nothing kept in memory, as in another process
         tail_cache.clear()
     writer = OrderedParquetDataset(tmp_path / "ds") if fresh_handle else ds
-    with pytest.raises(CorruptDatasetError, match="hold 5 rows where the metadata records"):
-        writer.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
-    after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    assert after == before
-
-
-@pytest.mark.parametrize("fresh_handle", [True, False])
-def test_a_tail_replaced_by_as_many_other_rows_is_not_copied(
-    tmp_path: Path, fresh_handle: bool
-) -> None:
-    # The ordered column kept in memory matches the metadata, the file on disk does not:
-    # its footer's statistics tell before its pages are copied, as reading it would.
-    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
-    for step in range(2):
-        ds.write(df=frame(step * 10, 10), row_group_target_size=40, max_n_off_target_rgs=1)
-    tail = sorted(path for path in ds.dirpath.iterdir() if not path.name.startswith("."))[-1]
-    other = frame(0, 20).assign(ts=lambda df: df["ts"] - pd.Timedelta(1, "s"))
-    pq.write_table(pa.Table.from_pandas(other, preserve_index=False), tail, use_dictionary=False)
-    before = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    if fresh_handle:
-        tail_cache.clear()
-    writer = OrderedParquetDataset(tmp_path / "ds") if fresh_handle else ds
-    with pytest.raises(CorruptDatasetError, match=f"'{tail.name}' holds 'ts' values"):
+    with pytest.raises(CorruptDatasetError, match=message.format(tail=tail.name)):
         writer.write(df=frame(20, 10), row_group_target_size=40, max_n_off_target_rgs=1)
     after = {path.name: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     assert after == before
