@@ -168,8 +168,14 @@ def failing_after(real: Callable[..., Any], calls: int, error: int) -> Callable[
 
 @pytest.mark.parametrize(
     ("operation", "succeeding", "error"),
-    # A piece written, flushed, or sent to disk.
-    [("write", 1, errno.ENOSPC), ("fdatasync", 0, errno.EIO), ("sync_file_range", 1, errno.EIO)],
+    # A piece written (by pyarrow's encoder, or gathered from Arrow's buffers), flushed, or
+    # sent to disk.
+    [
+        ("write", 1, errno.ENOSPC),
+        ("writev", 1, errno.ENOSPC),
+        ("fdatasync", 0, errno.EIO),
+        ("sync_file_range", 1, errno.EIO),
+    ],
 )
 def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
     tmp_path: Path,
@@ -188,9 +194,13 @@ def test_a_failure_mid_file_fails_the_write_and_changes_nothing(
     else:
         if operation == "fdatasync":
             no_writeback(monkeypatch)
+        if operation == "write":  # the frame's columns would be written from their buffers
+            monkeypatch.setattr(parquet_io, "encoded_pieces", lambda *args: None)
         monkeypatch.setattr(os, operation, failing_after(getattr(os, operation), succeeding, error))
+    # Uncompressed, the frame is written from its buffers whatever its size.
+    compression = "none" if operation == "writev" else "snappy"
     with pytest.raises(OSError, match=os.strerror(error)) as raised:
-        ds.write(df=frame(100, n_rows))
+        ds.write(df=frame(100, n_rows), compression=compression)
     monkeypatch.undo()
     assert raised.value.errno == error
     assert sorted(os.listdir(ds.dirpath)) == before

@@ -1,0 +1,454 @@
+"""Parquet files of fixed-width columns without nulls, written from Arrow's own buffers.
+
+pyarrow's writer copies every value into its page buffers, computes each page's
+statistics, then copies the pages out again: 3.8 ms for a 100k-row chunk of six 8-byte
+columns without compression, about 1.3 GB/s. Yet a PLAIN page of a fixed-width column
+without nulls is the values as they lie in memory, after a few bytes of definition
+levels that are the same on every full page. Here the pages' statistics come from numpy,
+their headers are one encoded header with its statistics patched, and the values go to
+the file straight from Arrow's buffers (or through the codec, page by page).
+
+The result is the file pyarrow would have written, byte for byte, or nothing: every
+field this module does not compute (schema, key-value metadata, ``created_by``, which
+statistics fields exist) comes from pyarrow's own file of the table's first row (the
+*template*), and the first table of each schema and set of options is also encoded by
+pyarrow (a *probe*, over more rows than fit on one page) and compared; a difference
+turns this path off for that schema and options. The tests compare both writers on
+random tables of every supported type.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oupsish.thrift import I32, I64, LIST, STRUCT, Struct, ThriftError, decode, encode
+
+__all__ = ["encoded_pieces"]
+
+MAGIC = b"PAR1"
+ROWS_PER_PAGE = 20_000
+"""pyarrow's page size for columns of at most 8 bytes a value (``max_rows_per_page``)."""
+PROBE_ROWS = 2 * ROWS_PER_PAGE + 1_234
+"""Rows of the probe: two full pages and a partial one."""
+CODECS = frozenset({"none", "snappy", "zstd", "lz4", "gzip", "brotli"})
+
+_PHYSICAL_WIDTH = {"int32": 4, "int64": 8, "float32": 4, "float64": 8}
+_REQUIRED, _OPTIONAL = 0, 1
+_MAX_FIELDS, _MIN_FIELDS = (1, 5), (2, 6)  # Statistics: max, min, max_value, min_value
+_STATISTICS_FIELDS = frozenset({1, 2, 3, 5, 6, 7, 8})
+_SENTINELS = (b"\xa7\x3e\x91\x5c\xd2\x0b\x6f\xe4", b"\x5b\xc8\x14\xf9\x2a\x86\xd3\x70")
+
+
+def _values_dtype(arrow_type: pa.DataType) -> np.dtype[Any] | None:
+    """Return the numpy dtype of a column's values, if PLAIN Parquet stores them as they are."""
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_time64(arrow_type):
+        return np.dtype(np.int64) if arrow_type.unit != "s" else None
+    if pa.types.is_time32(arrow_type):
+        return np.dtype(np.int32) if arrow_type.unit == "ms" else None
+    if pa.types.is_date32(arrow_type):
+        return np.dtype(np.int32)
+    if pa.types.is_duration(arrow_type):
+        return np.dtype(np.int64)
+    for check, dtype in (
+        (pa.types.is_int32, np.int32),
+        (pa.types.is_int64, np.int64),
+        (pa.types.is_uint32, np.uint32),
+        (pa.types.is_uint64, np.uint64),
+        (pa.types.is_float32, np.float32),
+        (pa.types.is_float64, np.float64),
+    ):
+        if check(arrow_type):
+            return np.dtype(dtype)
+    return None
+
+
+@dataclass(frozen=True)
+class _ColumnForm:
+    """What a column's pages and chunk metadata look like, from pyarrow's template file."""
+
+    head: bytes  # a full page's header up to its compressed size
+    tail: bytes  # and after it, statistics to patch
+    max_at: tuple[int, ...]  # where the maximum goes in ``tail``
+    min_at: tuple[int, ...]
+    header_struct: Struct  # to encode the header of a partial page
+    chunk: Struct  # ColumnChunk, to fill in
+    levels: bytes  # the definition levels of a full page (empty if required)
+    optional: bool
+
+
+@dataclass(frozen=True)
+class _Form:
+    footer: Struct
+    columns: tuple[_ColumnForm, ...]
+
+
+def _statistics(template: Struct, max_bytes: bytes, min_bytes: bytes) -> Struct:
+    if not set(template.fields) <= _STATISTICS_FIELDS:
+        raise ThriftError("unexpected statistics fields")
+    statistics = Struct(dict(template.fields))
+    for field_id in _MAX_FIELDS:
+        if field_id in template.fields:
+            statistics.set(field_id, template.fields[field_id][0], max_bytes)
+    for field_id in _MIN_FIELDS:
+        if field_id in template.fields:
+            statistics.set(field_id, template.fields[field_id][0], min_bytes)
+    if 3 in template.fields:
+        statistics.set(3, I64, 0)
+    return statistics
+
+
+def _levels(n_values: int, optional: bool) -> bytes:
+    """Return the definition levels of ``n_values`` non-null values: one RLE run of 1s."""
+    if not optional:
+        return b""
+    run = bytearray()
+    header = n_values << 1
+    while header > 0x7F:
+        run.append((header & 0x7F) | 0x80)
+        header >>= 7
+    run.append(header)
+    run.append(1)
+    return struct.pack("<I", len(run)) + bytes(run)
+
+
+def _page_header(
+    form_header: Struct, n_values: int, size: int, compressed: int, statistics: Struct | None
+) -> Struct:
+    header = Struct(dict(form_header.fields))
+    header.set(2, I32, size)
+    header.set(3, I32, compressed)
+    data_header = Struct(dict(form_header.get(5).fields))
+    data_header.set(1, I32, n_values)
+    if statistics is not None:
+        data_header.set(5, STRUCT, statistics)
+    header.set(5, STRUCT, data_header)
+    return header
+
+
+def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> _ColumnForm:
+    column = chunk.get(3)
+    offset = column.get(9)
+    header, _ = decode(data[offset : offset + 1024])
+    data_header = header.get(5)
+    if set(header.fields) != {1, 2, 3, 5} or header.get(1) != 0 or data_header is None:
+        raise ThriftError("not a plain data page")
+    if set(data_header.fields) - {1, 2, 3, 4, 5} or data_header.get(2) != 0:
+        raise ThriftError("not a plain data page")
+    optional = element.get(3) == _OPTIONAL
+    if element.get(3) not in (_REQUIRED, _OPTIONAL):
+        raise ThriftError("repeated column")
+    page_statistics = data_header.get(5)
+    n_values = ROWS_PER_PAGE
+    size = len(_levels(n_values, optional)) + n_values * width
+    statistics = None
+    if page_statistics is not None:
+        statistics = _statistics(page_statistics, _SENTINELS[0][:width], _SENTINELS[1][:width])
+    # Fields are encoded in order: the compressed size (field 3, zero: one byte) follows
+    # the type (1) and the size (2), and is the only field of a full page that varies.
+    full = encode(_page_header(header, n_values, size, 0, statistics))
+    head = Struct({field_id: header.fields[field_id] for field_id in (1,)})
+    head.set(2, I32, size)
+    size_end = len(encode(head)) - 1  # without the stop byte
+    if full[size_end : size_end + 2] != bytes((0x10 | I32, 0)):
+        raise ThriftError("unexpected page header layout")
+    tail = full[size_end + 2 :]
+    max_at = tuple(_find_all(tail, _SENTINELS[0][:width]))
+    min_at = tuple(_find_all(tail, _SENTINELS[1][:width]))
+    if statistics is not None:
+        expected_max = sum(field_id in statistics.fields for field_id in _MAX_FIELDS)
+        expected_min = sum(field_id in statistics.fields for field_id in _MIN_FIELDS)
+        if len(max_at) != expected_max or len(min_at) != expected_min:
+            raise ThriftError("statistics not found in the page header")
+    return _ColumnForm(
+        full[: size_end + 1],
+        tail,
+        max_at,
+        min_at,
+        header,
+        chunk,
+        _levels(ROWS_PER_PAGE, optional),
+        optional,
+    )
+
+
+def _zigzag(value: int) -> bytes:
+    """Return a non-negative i32 as the compact protocol writes it."""
+    out = bytearray()
+    value <<= 1
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _find_all(data: bytes, pattern: bytes) -> list[int]:
+    found, start = [], data.find(pattern)
+    while start >= 0:
+        found.append(start)
+        start = data.find(pattern, start + 1)
+    return found
+
+
+def _template(schema: pa.Schema, first_row: pa.Table, compression: Any) -> _Form:
+    """Read the forms of a file's parts from pyarrow's file of one row."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(first_row, sink, compression=compression, use_dictionary=False)
+    data = sink.getvalue().to_pybytes()
+    (footer_size,) = struct.unpack("<I", data[-8:-4])
+    footer, _ = decode(data[-8 - footer_size : -8])
+    if set(footer.fields) - {1, 2, 3, 4, 5, 6, 7}:
+        raise ThriftError("unexpected file metadata")
+    (group,) = footer.get(4)[1]
+    if set(group.fields) - {1, 2, 3, 5, 6, 7}:
+        raise ThriftError("unexpected row group metadata")
+    elements = footer.get(2)[1][1:]
+    chunks = group.get(1)[1]
+    if len(elements) != len(schema) or len(chunks) != len(schema):
+        raise ThriftError("nested columns")
+    columns = []
+    for chunk, element, arrow_field in zip(chunks, elements, schema, strict=True):
+        column = chunk.get(3)
+        if set(chunk.fields) - {2, 3} or set(column.fields) - {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16}:
+            raise ThriftError("unexpected column chunk fields")
+        if len(column.get(13, (STRUCT, []))[1]) > 1:
+            raise ThriftError("pages of several kinds")
+        dtype = _values_dtype(arrow_field.type)
+        assert dtype is not None
+        columns.append(_column_form(data, chunk, element, dtype.itemsize))
+    return _Form(footer, tuple(columns))
+
+
+_forms: dict[tuple[pa.Schema, str], _Form | None] = {}
+_forms_lock = threading.Lock()
+_FORMS_KEPT = 256
+
+
+def _eligible(table: pa.Table, compression: str | None, extra: dict[str, Any]) -> str | None:
+    """Return the codec name if this module can write ``table``, else ``None``."""
+    codec = (compression or "none").lower()
+    if sys.byteorder != "little" or codec not in CODECS or table.num_rows == 0:
+        return None
+    if set(extra) - {"use_dictionary"} or extra.get("use_dictionary", False):
+        return None  # a list of columns: fixed-width columns are never among the defaults
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if _values_dtype(field.type) is None or column.null_count:
+            return None
+    return codec
+
+
+def _form(table: pa.Table, codec: Any) -> _Form | None:
+    key = (table.schema, codec)
+    with _forms_lock:
+        if key in _forms:
+            return _forms[key]
+    form: _Form | None
+    try:
+        form = _template(table.schema, table.slice(0, 1), codec)
+        probe = table.take(np.arange(PROBE_ROWS) % table.num_rows)
+        columns = _columns(probe, form)
+        if columns is None:
+            return None  # NaN in these rows: the next table may tell
+        expected = pa.BufferOutputStream()
+        pq.write_table(probe, expected, compression=codec, use_dictionary=False)
+        ours = b"".join(_file(columns, form, codec, probe.num_rows))
+        if ours != expected.getvalue().to_pybytes():
+            form = None
+    except Exception:  # anything unforeseen: leave these files to pyarrow
+        form = None
+    with _forms_lock:
+        if len(_forms) >= _FORMS_KEPT:
+            _forms.pop(next(iter(_forms)))
+        _forms[key] = form
+    return form
+
+
+def encoded_pieces(
+    table: pa.Table, compression: str | None, extra: dict[str, Any]
+) -> Iterator[Any] | None:
+    """Return the Parquet file pyarrow would write for ``table``, in pieces, or ``None``.
+
+    ``None`` when this module cannot write it: a column of another type, with nulls or
+    NaN, other writer options than ``use_dictionary`` off for these columns, or a
+    pyarrow whose files this module does not reproduce. The pieces (bytes, and views of
+    the table's buffers when not compressed) are the file in order, made as they are
+    asked for: a compressed file is never whole in memory.
+    """
+    codec = _eligible(table, compression, extra)
+    if codec is None:
+        return None
+    form = _form(table, codec)
+    if form is None:
+        return None
+    columns = _columns(table, form)
+    if columns is None:
+        return None
+    return _file(columns, form, codec, table.num_rows)
+
+
+@dataclass(frozen=True)
+class _Column:
+    values: npt.NDArray[Any]
+    minima: npt.NDArray[Any]  # of each page
+    maxima: npt.NDArray[Any]
+    form: _ColumnForm
+
+
+def _columns(table: pa.Table, form: _Form) -> list[_Column] | None:
+    """Each column's values and pages' bounds; ``None`` if a float column holds NaN."""
+    starts = _page_starts(table.num_rows)
+    columns = []
+    for column, field, column_form in zip(table.columns, table.schema, form.columns, strict=True):
+        dtype = _values_dtype(field.type)
+        assert dtype is not None
+        array = cast(
+            "pa.Array[Any]",
+            column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks),
+        )
+        buffer = array.buffers()[1]
+        assert buffer is not None  # fixed-width values
+        values = np.frombuffer(
+            memoryview(buffer), dtype, count=len(array), offset=array.offset * dtype.itemsize
+        )
+        minima = np.minimum.reduceat(values, starts)
+        maxima = np.maximum.reduceat(values, starts)
+        if dtype.kind == "f":
+            if np.isnan(minima).any() or np.isnan(maxima).any():
+                return None
+            # Parquet's rule for floats: a zero minimum is written -0.0, a zero maximum +0.0.
+            minima[minima == 0] = -0.0
+            maxima[maxima == 0] = 0.0
+        columns.append(_Column(values, minima, maxima, column_form))
+    return columns
+
+
+def _page_starts(n_rows: int) -> npt.NDArray[np.intp]:
+    return np.arange(0, n_rows, ROWS_PER_PAGE)
+
+
+def _pages(
+    column: _Column, compressor: pa.Codec | None
+) -> Iterator[tuple[bytes, tuple[Any, ...], int, int]]:
+    """Yield each page's header, body (in pieces), uncompressed and compressed sizes."""
+    form, values = column.form, column.values
+    n_rows = len(values)
+    for page, start in enumerate(_page_starts(n_rows).tolist()):
+        count = min(ROWS_PER_PAGE, n_rows - start)
+        full = count == ROWS_PER_PAGE
+        levels = form.levels if full else _levels(count, form.optional)
+        page_values = values[start : start + count].data.cast("B")
+        size = len(levels) + len(page_values)
+        body: tuple[Any, ...] = (levels, page_values) if levels else (page_values,)
+        if compressor is not None:
+            body = (compressor.compress(b"".join(body), asbytes=True),)
+        compressed = sum(len(piece) for piece in body)
+        max_bytes, min_bytes = column.maxima[page].tobytes(), column.minima[page].tobytes()
+        if full:
+            tail = bytearray(form.tail)
+            for at in form.max_at:
+                tail[at : at + len(max_bytes)] = max_bytes
+            for at in form.min_at:
+                tail[at : at + len(min_bytes)] = min_bytes
+            header = form.head + _zigzag(compressed) + tail
+        else:
+            template = form.header_struct.get(5).get(5)
+            statistics = None if template is None else _statistics(template, max_bytes, min_bytes)
+            header = encode(_page_header(form.header_struct, count, size, compressed, statistics))
+        yield header, body, size, compressed
+
+
+def _file(columns: list[_Column], form: _Form, codec: Any, n_rows: int) -> Iterator[Any]:
+    compressor = None if codec == "none" else pa.Codec(codec)
+    yield MAGIC
+    position = len(MAGIC)
+    chunks = []
+    total_uncompressed = 0
+    for column in columns:
+        start, uncompressed, n_pages = position, 0, 0
+        for header, body, size, compressed in _pages(column, compressor):
+            yield header
+            yield from body
+            position += len(header) + compressed
+            uncompressed += len(header) + size
+            n_pages += 1
+        chunk_bounds = (
+            _chunk_bound(column.maxima.max(), 0.0),
+            _chunk_bound(column.minima.min(), -0.0),
+        )
+        chunks.append(
+            _chunk(
+                column.form, n_rows, n_pages, start, uncompressed, position - start, *chunk_bounds
+            )
+        )
+        total_uncompressed += uncompressed
+    yield _footer(form.footer, chunks, n_rows, total_uncompressed, position - len(MAGIC))
+
+
+def _chunk_bound(value: Any, zero: float) -> bytes:
+    """Return a chunk's bound, a float zero with the sign Parquet's rule gives it."""
+    if value.dtype.kind == "f" and value == 0:
+        value = value.dtype.type(zero)
+    return bytes(value.tobytes())
+
+
+def _chunk(
+    column_form: _ColumnForm,
+    n_rows: int,
+    n_pages: int,
+    offset: int,
+    uncompressed: int,
+    compressed: int,
+    max_bytes: bytes,
+    min_bytes: bytes,
+) -> Struct:
+    template = column_form.chunk.get(3)
+    column = Struct(dict(template.fields))
+    column.set(5, I64, n_rows)
+    column.set(6, I64, uncompressed)
+    column.set(7, I64, compressed)
+    column.set(9, I64, offset)
+    if 12 in template.fields:
+        column.set(12, STRUCT, _statistics(template.get(12), max_bytes, min_bytes))
+    if 13 in template.fields:
+        element_type, (kind,) = template.get(13)[0], template.get(13)[1]
+        counted = Struct(dict(kind.fields))
+        counted.set(3, I32, n_pages)
+        column.set(13, LIST, (element_type, [counted]))
+    if 16 in template.fields:
+        sizes = Struct(dict(template.get(16).fields))
+        if 3 in sizes.fields:
+            histogram = [0, n_rows] if column_form.optional else [n_rows]
+            sizes.set(3, LIST, (I64, histogram))
+        column.set(16, STRUCT, sizes)
+    chunk = Struct(dict(column_form.chunk.fields))
+    chunk.set(3, STRUCT, column)
+    return chunk
+
+
+def _footer(
+    template: Struct, chunks: Sequence[Struct], n_rows: int, uncompressed: int, compressed: int
+) -> bytes:
+    (template_group,) = template.get(4)[1]
+    group = Struct(dict(template_group.fields))
+    group.set(1, LIST, (STRUCT, list(chunks)))
+    group.set(2, I64, uncompressed)
+    group.set(3, I64, n_rows)
+    if 5 in group.fields:
+        group.set(5, I64, len(MAGIC))
+    if 6 in group.fields:
+        group.set(6, I64, compressed)
+    footer = Struct(dict(template.fields))
+    footer.set(3, I64, n_rows)
+    footer.set(4, LIST, (STRUCT, [group]))
+    encoded = encode(footer)
+    return encoded + struct.pack("<I", len(encoded)) + MAGIC

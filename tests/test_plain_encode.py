@@ -1,0 +1,181 @@
+"""Files of fixed-width columns written from Arrow's buffers (``oupsish.plain_encode``):
+byte for byte the files pyarrow writes, or left to pyarrow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oupsish import OrderedParquetDataset, plain_encode
+from oupsish import io as parquet_io
+from oupsish.durable import SyncedFile
+from oupsish.io import ParquetOptions
+
+TYPES: dict[str, tuple[pa.DataType, str]] = {
+    "int32": (pa.int32(), "int32"),
+    "int64": (pa.int64(), "int64"),
+    "uint32": (pa.uint32(), "uint32"),
+    "uint64": (pa.uint64(), "uint64"),
+    "float32": (pa.float32(), "float32"),
+    "float64": (pa.float64(), "float64"),
+    "timestamp[ns]": (pa.timestamp("ns"), "int64"),
+    "timestamp[us, tz]": (pa.timestamp("us", "Europe/Paris"), "int64"),
+    "timestamp[ms]": (pa.timestamp("ms"), "int64"),
+    "date32": (pa.date32(), "int32"),
+    "time32[ms]": (pa.time32("ms"), "int32"),
+    "time64[us]": (pa.time64("us"), "int64"),
+    "time64[ns]": (pa.time64("ns"), "int64"),
+    "duration[us]": (pa.duration("us"), "int64"),
+}
+LENGTHS = [1, 7, 19_999, 20_000, 20_001, 40_000, 61_234]
+
+
+def _values(kind: str, rng: np.random.Generator, n: int) -> pa.Array[Any]:
+    arrow_type, storage = TYPES[kind]
+    if storage.startswith("float"):
+        values = rng.normal(size=n).astype(storage)
+        values[rng.random(n) < 0.2] = 0.0
+        values[rng.random(n) < 0.2] = -0.0  # Parquet's rule for zero bounds
+        return pa.array(values, arrow_type)
+    if kind.startswith("time"):
+        unit = getattr(arrow_type, "unit", "ns")
+        limit = {"ms": 86_400_000, "us": 86_400 * 10**6, "ns": 86_400 * 10**9}[unit]
+        high = limit if kind.startswith(("time32", "time64")) else 2**62
+        times: pa.Array[Any] = pa.array(rng.integers(0, high, n, dtype=storage)).cast(arrow_type)
+        return times
+    info = np.iinfo(storage)
+    integers = rng.integers(info.min, info.max, n, dtype=storage, endpoint=True)
+    cast: pa.Array[Any] = pa.array(integers).cast(arrow_type)
+    return cast
+
+
+def _pyarrow_bytes(table: pa.Table, codec: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=codec, use_dictionary=False)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _ours(table: pa.Table, codec: str, extra: dict[str, Any] | None = None) -> bytes | None:
+    pieces = plain_encode.encoded_pieces(table, codec, extra or {})
+    return None if pieces is None else b"".join(pieces)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(TYPES)), min_size=1, max_size=4),
+    n_rows=st.sampled_from(LENGTHS),
+    codec=st.sampled_from(["none", "snappy", "zstd"]),
+    required=st.booleans(),
+    layout=st.sampled_from(["one chunk", "sliced", "chunked"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_files_are_pyarrows_byte_for_byte(
+    kinds: list[str], n_rows: int, codec: str, required: bool, layout: str, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    extra = 5 if layout == "sliced" else 0
+    arrays = [_values(kind, rng, n_rows + extra) for kind in kinds]
+    fields = [
+        pa.field(f"c{i}", array.type, nullable=not (required and i == 0))
+        for i, array in enumerate(arrays)
+    ]
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    if layout == "sliced":
+        table = table.slice(3, n_rows)
+    elif layout == "chunked" and n_rows > 1:
+        table = pa.concat_tables([table.slice(0, n_rows // 3), table.slice(n_rows // 3)])
+    ours = _ours(table, codec)
+    assert ours is not None, "the fast path should take every supported type"
+    assert ours == _pyarrow_bytes(table, codec)
+
+
+def test_pandas_metadata_is_kept() -> None:
+    frame = pd.DataFrame({"t": pd.date_range("2026", periods=30_000, freq="s"), "x": 1.5})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert _ours(table, "snappy") == _pyarrow_bytes(table, "snappy")
+
+
+@pytest.mark.parametrize(
+    ("table", "extra"),
+    [
+        (pa.table({"x": pa.array([1.0, None, 3.0])}), {}),
+        (pa.table({"x": pa.array([1.0, np.nan, 3.0])}), {}),
+        (pa.table({"x": pa.array(["a", "b"])}), {}),
+        (pa.table({"x": pa.array([1, 2], pa.timestamp("s"))}), {}),
+        (pa.table({"x": pa.array([1, 2], pa.int16())}), {}),
+        (pa.table({"x": pa.array([1, 2])}), {"use_dictionary": True}),
+        (pa.table({"x": pa.array([1, 2])}), {"data_page_size": 1024}),
+        (pa.table({"x": pa.array([1, 2])}), {"compression_level": 5, "zstd": True}),
+        (pa.table({"x": pa.array([], pa.int64())}), {}),
+    ],
+    ids=[
+        "nulls",
+        "nan",
+        "strings",
+        "timestamp[s]",
+        "int16",
+        "dictionary",
+        "page size",
+        "codec level",
+        "empty",
+    ],
+)
+def test_other_tables_and_options_are_left_to_pyarrow(
+    table: pa.Table, extra: dict[str, Any]
+) -> None:
+    codec = "zstd" if extra.pop("zstd", False) else "snappy"
+    assert plain_encode.encoded_pieces(table, codec, extra) is None
+    options = ParquetOptions(codec, extra)
+    read = pq.read_table(pa.BufferReader(parquet_io.encode(table, options)))
+    assert read.cast(table.schema).to_pandas().equals(table.to_pandas())  # NaN equals NaN
+
+
+def test_nan_in_the_probe_does_not_turn_the_path_off() -> None:
+    schema = pa.schema([("nan_probe", pa.float64())])
+    with_nan = pa.table({"nan_probe": [1.0, np.nan]}, schema=schema)
+    assert _ours(with_nan, "none") is None
+    clean = pa.table({"nan_probe": pa.array(np.linspace(-1, 1, 25_000))}, schema=schema)
+    assert _ours(clean, "none") == _pyarrow_bytes(clean, "none")
+
+
+def test_a_probe_that_differs_turns_the_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if pyarrow cut pages elsewhere: the probe catches it before any file is written.
+    monkeypatch.setattr(plain_encode, "ROWS_PER_PAGE", 10_000)
+    table = pa.table({"other_pages": pa.array(np.arange(30_000, dtype=np.int64))})
+    assert plain_encode.encoded_pieces(table, "none", {}) is None
+    assert bytes(parquet_io.encode(table, ParquetOptions("none"))) == _pyarrow_bytes(table, "none")
+
+
+def test_dataset_files_are_pyarrows(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-01", periods=50_000, freq="ms"),
+            "a": np.random.default_rng(0).normal(size=50_000),
+            "n": np.arange(50_000),
+        }
+    )
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="timestamp")
+    ds.write(df=frame, row_group_target_size=30_000)
+    files = sorted((tmp_path / "ds").glob("*.parquet"))
+    assert len(files) == 2
+    for path in files:
+        table = pq.read_table(path)
+        assert path.read_bytes() == _pyarrow_bytes(table, "snappy")
+    assert ds.read().equals(frame)
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 100, 10**6])
+def test_pieces_reach_the_file_in_order(tmp_path: Path, batch_bytes: int) -> None:
+    pieces = [bytes([i % 251]) * (i % 17) for i in range(2_000)]  # more than one writev takes
+    file = SyncedFile(tmp_path / "f", sync=True)
+    file.write_pieces(iter(pieces), batch_bytes)
+    file.finish().result()
+    assert (tmp_path / "f").read_bytes() == b"".join(pieces)
