@@ -19,10 +19,13 @@ random tables of every supported type.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +34,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from oupsish.threads import LazyPool
 from oupsish.thrift import I32, I64, LIST, STRUCT, Struct, ThriftError, decode, encode
 
 __all__ = ["encoded_pieces"]
@@ -40,9 +44,10 @@ ROWS_PER_PAGE = 20_000
 """pyarrow's page size for columns of at most 8 bytes a value (``max_rows_per_page``)."""
 PROBE_ROWS = 2 * ROWS_PER_PAGE + 1_234
 """Rows of the probe: two full pages and a partial one."""
+RUN_BYTES = 2**20
+"""Pages of about this many bytes are compressed as one task on the encoder threads."""
 CODECS = frozenset({"none", "snappy", "zstd", "lz4", "gzip", "brotli"})
 
-_PHYSICAL_WIDTH = {"int32": 4, "int64": 8, "float32": 4, "float64": 8}
 _REQUIRED, _OPTIONAL = 0, 1
 _MAX_FIELDS, _MIN_FIELDS = (1, 5), (2, 6)  # Statistics: max, min, max_value, min_value
 _STATISTICS_FIELDS = frozenset({1, 2, 3, 5, 6, 7, 8})
@@ -229,9 +234,19 @@ def _template(schema: pa.Schema, first_row: pa.Table, compression: Any) -> _Form
     return _Form(footer, tuple(columns))
 
 
-_forms: dict[tuple[pa.Schema, str], _Form | None] = {}
+_forms: dict[tuple[bytes, str], _Form | None] = {}
+"""Forms by serialized schema (``==`` on schemas ignores their metadata) and codec."""
 _forms_lock = threading.Lock()
 _FORMS_KEPT = 256
+
+
+def _after_fork() -> None:
+    global _forms_lock
+    _forms_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _eligible(table: pa.Table, compression: str | None, extra: dict[str, Any]) -> str | None:
@@ -240,7 +255,7 @@ def _eligible(table: pa.Table, compression: str | None, extra: dict[str, Any]) -
     if sys.byteorder != "little" or codec not in CODECS or table.num_rows == 0:
         return None
     if set(extra) - {"use_dictionary"} or extra.get("use_dictionary", False):
-        return None  # a list of columns: fixed-width columns are never among the defaults
+        return None  # True, or columns to encode with a dictionary
     for field, column in zip(table.schema, table.columns, strict=True):
         if _values_dtype(field.type) is None or column.null_count:
             return None
@@ -248,7 +263,7 @@ def _eligible(table: pa.Table, compression: str | None, extra: dict[str, Any]) -
 
 
 def _form(table: pa.Table, codec: Any) -> _Form | None:
-    key = (table.schema, codec)
+    key = (table.schema.serialize().to_pybytes(), codec)
     with _forms_lock:
         if key in _forms:
             return _forms[key]
@@ -274,7 +289,10 @@ def _form(table: pa.Table, codec: Any) -> _Form | None:
 
 
 def encoded_pieces(
-    table: pa.Table, compression: str | None, extra: dict[str, Any]
+    table: pa.Table,
+    compression: str | None,
+    extra: dict[str, Any],
+    threads: LazyPool | None = None,
 ) -> Iterator[Any] | None:
     """Return the Parquet file pyarrow would write for ``table``, in pieces, or ``None``.
 
@@ -282,7 +300,8 @@ def encoded_pieces(
     NaN, other writer options than ``use_dictionary`` off for these columns, or a
     pyarrow whose files this module does not reproduce. The pieces (bytes, and views of
     the table's buffers when not compressed) are the file in order, made as they are
-    asked for: a compressed file is never whole in memory.
+    asked for: a compressed file is never whole in memory. With ``threads``, pages are
+    compressed on them.
     """
     codec = _eligible(table, compression, extra)
     if codec is None:
@@ -293,7 +312,7 @@ def encoded_pieces(
     columns = _columns(table, form)
     if columns is None:
         return None
-    return _file(columns, form, codec, table.num_rows)
+    return _file(columns, form, codec, table.num_rows, threads)
 
 
 @dataclass(frozen=True)
@@ -336,61 +355,122 @@ def _page_starts(n_rows: int) -> npt.NDArray[np.intp]:
     return np.arange(0, n_rows, ROWS_PER_PAGE)
 
 
-def _pages(
-    column: _Column, compressor: pa.Codec | None
-) -> Iterator[tuple[bytes, tuple[Any, ...], int, int]]:
-    """Yield each page's header, body (in pieces), uncompressed and compressed sizes."""
-    form, values = column.form, column.values
-    n_rows = len(values)
-    for page, start in enumerate(_page_starts(n_rows).tolist()):
-        count = min(ROWS_PER_PAGE, n_rows - start)
-        full = count == ROWS_PER_PAGE
-        levels = form.levels if full else _levels(count, form.optional)
-        page_values = values[start : start + count].data.cast("B")
-        size = len(levels) + len(page_values)
-        body: tuple[Any, ...] = (levels, page_values) if levels else (page_values,)
-        if compressor is not None:
-            body = (compressor.compress(b"".join(body), asbytes=True),)
-        compressed = sum(len(piece) for piece in body)
-        max_bytes, min_bytes = column.maxima[page].tobytes(), column.minima[page].tobytes()
-        if full:
-            tail = bytearray(form.tail)
-            for at in form.max_at:
-                tail[at : at + len(max_bytes)] = max_bytes
-            for at in form.min_at:
-                tail[at : at + len(min_bytes)] = min_bytes
-            header = form.head + _zigzag(compressed) + tail
-        else:
-            template = form.header_struct.get(5).get(5)
-            statistics = None if template is None else _statistics(template, max_bytes, min_bytes)
-            header = encode(_page_header(form.header_struct, count, size, compressed, statistics))
-        yield header, body, size, compressed
+@dataclass(frozen=True)
+class _Page:
+    column: _Column
+    index: int  # in the column
+    n_values: int
+    body: tuple[Any, ...]  # definition levels and values, uncompressed
+
+    @property
+    def size(self) -> int:
+        return sum(len(piece) for piece in self.body)
 
 
-def _file(columns: list[_Column], form: _Form, codec: Any, n_rows: int) -> Iterator[Any]:
+def _raw_pages(columns: list[_Column]) -> Iterator[_Page]:
+    """Yield the pages of the file, in order, as views of the columns' values."""
+    for column in columns:
+        n_rows = len(column.values)
+        for index, start in enumerate(_page_starts(n_rows).tolist()):
+            count = min(ROWS_PER_PAGE, n_rows - start)
+            levels = column.form.levels if count == ROWS_PER_PAGE else b""
+            if not levels:
+                levels = _levels(count, column.form.optional)
+            values = column.values[start : start + count].data.cast("B")
+            yield _Page(column, index, count, (levels, values) if levels else (values,))
+
+
+def _compress_run(compressor: pa.Codec, pages: list[_Page]) -> list[bytes]:
+    return [compressor.compress(b"".join(page.body), asbytes=True) for page in pages]
+
+
+def _bodies(
+    pages: Iterator[_Page], compressor: pa.Codec | None, threads: LazyPool | None
+) -> Iterator[tuple[_Page, tuple[Any, ...]]]:
+    """Yield each page with its body as written: compressed, if a codec, on ``threads``.
+
+    The codec releases the GIL: runs of pages of about ``RUN_BYTES`` are compressed on the
+    threads, a few runs ahead of the one written, in order.
+    """
+    if compressor is None:
+        for page in pages:
+            yield page, page.body
+        return
+    if threads is None:
+        for page in pages:
+            yield page, (compressor.compress(b"".join(page.body), asbytes=True),)
+        return
+    ahead: deque[tuple[list[_Page], Future[list[bytes]]]] = deque()
+
+    def done_runs(keep: int) -> Iterator[tuple[_Page, tuple[Any, ...]]]:
+        while len(ahead) > keep:
+            run, compressed = ahead.popleft()
+            for page, body in zip(run, compressed.result(), strict=True):
+                yield page, (body,)
+
+    run: list[_Page] = []
+    run_bytes = 0
+    for page in pages:
+        run.append(page)
+        run_bytes += page.size
+        if run_bytes >= RUN_BYTES:
+            ahead.append((run, threads.submit(_compress_run, compressor, run)))
+            run, run_bytes = [], 0
+            yield from done_runs(keep=2 * threads.max_workers)
+    if run:
+        ahead.append((run, threads.submit(_compress_run, compressor, run)))
+    yield from done_runs(keep=0)
+
+
+def _header(page: _Page, compressed: int) -> bytes:
+    form = page.column.form
+    max_bytes = page.column.maxima[page.index].tobytes()
+    min_bytes = page.column.minima[page.index].tobytes()
+    if page.n_values == ROWS_PER_PAGE:
+        tail = bytearray(form.tail)
+        for at in form.max_at:
+            tail[at : at + len(max_bytes)] = max_bytes
+        for at in form.min_at:
+            tail[at : at + len(min_bytes)] = min_bytes
+        return form.head + _zigzag(compressed) + tail
+    template = form.header_struct.get(5).get(5)
+    statistics = None if template is None else _statistics(template, max_bytes, min_bytes)
+    return encode(
+        _page_header(form.header_struct, page.n_values, page.size, compressed, statistics)
+    )
+
+
+def _file(
+    columns: list[_Column], form: _Form, codec: Any, n_rows: int, threads: LazyPool | None = None
+) -> Iterator[Any]:
     compressor = None if codec == "none" else pa.Codec(codec)
     yield MAGIC
     position = len(MAGIC)
     chunks = []
     total_uncompressed = 0
-    for column in columns:
-        start, uncompressed, n_pages = position, 0, 0
-        for header, body, size, compressed in _pages(column, compressor):
-            yield header
-            yield from body
-            position += len(header) + compressed
-            uncompressed += len(header) + size
-            n_pages += 1
-        chunk_bounds = (
-            _chunk_bound(column.maxima.max(), 0.0),
-            _chunk_bound(column.minima.min(), -0.0),
-        )
-        chunks.append(
-            _chunk(
-                column.form, n_rows, n_pages, start, uncompressed, position - start, *chunk_bounds
-            )
-        )
-        total_uncompressed += uncompressed
+    column, start, uncompressed, n_pages = None, position, 0, 0
+
+    def chunk_of(column: _Column) -> Struct:
+        bounds = (_chunk_bound(column.maxima.max(), 0.0), _chunk_bound(column.minima.min(), -0.0))
+        size = position - start
+        return _chunk(column.form, n_rows, n_pages, start, uncompressed, size, *bounds)
+
+    for page, body in _bodies(_raw_pages(columns), compressor, threads):
+        if page.column is not column:
+            if column is not None:
+                chunks.append(chunk_of(column))
+                total_uncompressed += uncompressed
+            column, start, uncompressed, n_pages = page.column, position, 0, 0
+        compressed = sum(len(piece) for piece in body)
+        header = _header(page, compressed)
+        yield header
+        yield from body
+        position += len(header) + compressed
+        uncompressed += len(header) + page.size
+        n_pages += 1
+    assert column is not None  # a table of at least one row and one column
+    chunks.append(chunk_of(column))
+    total_uncompressed += uncompressed
     yield _footer(form.footer, chunks, n_rows, total_uncompressed, position - len(MAGIC))
 
 

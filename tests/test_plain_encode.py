@@ -18,6 +18,7 @@ from oupsish import OrderedParquetDataset, plain_encode
 from oupsish import io as parquet_io
 from oupsish.durable import SyncedFile
 from oupsish.io import ParquetOptions
+from oupsish.threads import LazyPool
 
 TYPES: dict[str, tuple[pa.DataType, str]] = {
     "int32": (pa.int32(), "int32"),
@@ -44,6 +45,8 @@ def _values(kind: str, rng: np.random.Generator, n: int) -> pa.Array[Any]:
         values = rng.normal(size=n).astype(storage)
         values[rng.random(n) < 0.2] = 0.0
         values[rng.random(n) < 0.2] = -0.0  # Parquet's rule for zero bounds
+        values[rng.random(n) < 0.01] = np.inf
+        values[rng.random(n) < 0.01] = -np.inf
         return pa.array(values, arrow_type)
     if kind.startswith("time"):
         unit = getattr(arrow_type, "unit", "ns")
@@ -63,8 +66,11 @@ def _pyarrow_bytes(table: pa.Table, codec: Any) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _ours(table: pa.Table, codec: str, extra: dict[str, Any] | None = None) -> bytes | None:
-    pieces = plain_encode.encoded_pieces(table, codec, extra or {})
+THREADS = LazyPool(2, "test-plain-encode")
+
+
+def _ours(table: pa.Table, codec: str, threads: LazyPool | None = None) -> bytes | None:
+    pieces = plain_encode.encoded_pieces(table, codec, {}, threads)
     return None if pieces is None else b"".join(pieces)
 
 
@@ -75,10 +81,17 @@ def _ours(table: pa.Table, codec: str, extra: dict[str, Any] | None = None) -> b
     codec=st.sampled_from(["none", "snappy", "zstd"]),
     required=st.booleans(),
     layout=st.sampled_from(["one chunk", "sliced", "chunked"]),
+    threads=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_files_are_pyarrows_byte_for_byte(
-    kinds: list[str], n_rows: int, codec: str, required: bool, layout: str, seed: int
+    kinds: list[str],
+    n_rows: int,
+    codec: str,
+    required: bool,
+    layout: str,
+    threads: bool,
+    seed: int,
 ) -> None:
     rng = np.random.default_rng(seed)
     extra = 5 if layout == "sliced" else 0
@@ -92,9 +105,31 @@ def test_files_are_pyarrows_byte_for_byte(
         table = table.slice(3, n_rows)
     elif layout == "chunked" and n_rows > 1:
         table = pa.concat_tables([table.slice(0, n_rows // 3), table.slice(n_rows // 3)])
-    ours = _ours(table, codec)
+    ours = _ours(table, codec, THREADS if threads else None)
     assert ours is not None, "the fast path should take every supported type"
     assert ours == _pyarrow_bytes(table, codec)
+
+
+def test_schemas_differing_only_in_metadata_keep_their_own() -> None:
+    # Schemas compare equal whatever their metadata: the forms must not be shared.
+    values = pa.array(np.arange(30_000, dtype=np.int64))
+    for metadata in ({"source": "a"}, {"source": "bb"}, None):
+        table = pa.table({"same_fields": values}).replace_schema_metadata(metadata)
+        assert _ours(table, "none") == _pyarrow_bytes(table, "none")
+    field = pa.field("same_fields", pa.int64(), metadata={"unit": "m"})
+    table = pa.table({"same_fields": values}, schema=pa.schema([field]))
+    assert _ours(table, "none") == _pyarrow_bytes(table, "none")
+
+
+@pytest.mark.parametrize("run_bytes", [1, 300_000, 10**9])
+def test_pages_compressed_on_threads_come_in_order(
+    monkeypatch: pytest.MonkeyPatch, run_bytes: int
+) -> None:
+    # Runs of one page, of a few pages, and one run: more runs than the threads hold ahead.
+    monkeypatch.setattr(plain_encode, "RUN_BYTES", run_bytes)
+    rng = np.random.default_rng(3)
+    table = pa.table({f"c{i}": pa.array(rng.integers(0, 1000, 250_000)) for i in range(3)})
+    assert _ours(table, "zstd", THREADS) == _pyarrow_bytes(table, "zstd")
 
 
 def test_pandas_metadata_is_kept() -> None:
@@ -132,7 +167,7 @@ def test_other_tables_and_options_are_left_to_pyarrow(
     table: pa.Table, extra: dict[str, Any]
 ) -> None:
     codec = "zstd" if extra.pop("zstd", False) else "snappy"
-    assert plain_encode.encoded_pieces(table, codec, extra) is None
+    assert plain_encode.encoded_pieces(table, codec, extra, THREADS) is None
     options = ParquetOptions(codec, extra)
     read = pq.read_table(pa.BufferReader(parquet_io.encode(table, options)))
     assert read.cast(table.schema).to_pandas().equals(table.to_pandas())  # NaN equals NaN
