@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -317,37 +317,68 @@ def encoded_pieces(
 
 @dataclass(frozen=True)
 class _Column:
-    values: npt.NDArray[Any]
+    pages: list[list[npt.NDArray[Any]]]  # each page's values, in one or more pieces
     minima: npt.NDArray[Any]  # of each page
     maxima: npt.NDArray[Any]
     form: _ColumnForm
 
 
+def _chunk_values(array: pa.Array[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    buffer = array.buffers()[1]
+    assert buffer is not None  # fixed-width values
+    return np.frombuffer(
+        memoryview(buffer), dtype, count=len(array), offset=array.offset * dtype.itemsize
+    )
+
+
+def _paged(chunks: list[npt.NDArray[Any]], n_rows: int) -> list[list[npt.NDArray[Any]]]:
+    """Cut a column's chunks into pages of ``ROWS_PER_PAGE`` values, without copying."""
+    pages: list[list[npt.NDArray[Any]]] = []
+    page: list[npt.NDArray[Any]] = []
+    room = ROWS_PER_PAGE
+    for chunk in chunks:
+        while len(chunk):
+            piece, chunk = chunk[:room], chunk[room:]
+            page.append(piece)
+            room -= len(piece)
+            if room == 0:
+                pages.append(page)
+                page, room = [], ROWS_PER_PAGE
+    if page:
+        pages.append(page)
+    assert sum(len(piece) for page in pages for piece in page) == n_rows
+    return pages
+
+
 def _columns(table: pa.Table, form: _Form) -> list[_Column] | None:
-    """Each column's values and pages' bounds; ``None`` if a float column holds NaN."""
+    """Each column's pages and their bounds; ``None`` if a float column holds NaN.
+
+    Columns in several chunks are not combined (that would copy them): a page may span
+    chunks, its values then in several pieces.
+    """
     starts = _page_starts(table.num_rows)
     columns = []
     for column, field, column_form in zip(table.columns, table.schema, form.columns, strict=True):
         dtype = _values_dtype(field.type)
         assert dtype is not None
-        array = cast(
-            "pa.Array[Any]",
-            column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks),
-        )
-        buffer = array.buffers()[1]
-        assert buffer is not None  # fixed-width values
-        values = np.frombuffer(
-            memoryview(buffer), dtype, count=len(array), offset=array.offset * dtype.itemsize
-        )
-        minima = np.minimum.reduceat(values, starts)
-        maxima = np.maximum.reduceat(values, starts)
+        chunks = [_chunk_values(chunk, dtype) for chunk in column.chunks if len(chunk)]
+        if len(chunks) == 1:
+            values = chunks[0]
+            minima = np.minimum.reduceat(values, starts)
+            maxima = np.maximum.reduceat(values, starts)
+            pages = [[values[start : start + ROWS_PER_PAGE]] for start in starts.tolist()]
+        else:
+            pages = _paged(chunks, table.num_rows)
+            # numpy's reductions, unlike min() and max(), carry a NaN through.
+            minima = np.array([np.min([piece.min() for piece in page]) for page in pages], dtype)
+            maxima = np.array([np.max([piece.max() for piece in page]) for page in pages], dtype)
         if dtype.kind == "f":
             if np.isnan(minima).any() or np.isnan(maxima).any():
                 return None
             # Parquet's rule for floats: a zero minimum is written -0.0, a zero maximum +0.0.
             minima[minima == 0] = -0.0
             maxima[maxima == 0] = 0.0
-        columns.append(_Column(values, minima, maxima, column_form))
+        columns.append(_Column(pages, minima, maxima, column_form))
     return columns
 
 
@@ -370,14 +401,13 @@ class _Page:
 def _raw_pages(columns: list[_Column]) -> Iterator[_Page]:
     """Yield the pages of the file, in order, as views of the columns' values."""
     for column in columns:
-        n_rows = len(column.values)
-        for index, start in enumerate(_page_starts(n_rows).tolist()):
-            count = min(ROWS_PER_PAGE, n_rows - start)
+        for index, pieces in enumerate(column.pages):
+            count = sum(len(piece) for piece in pieces)
             levels = column.form.levels if count == ROWS_PER_PAGE else b""
             if not levels:
                 levels = _levels(count, column.form.optional)
-            values = column.values[start : start + count].data.cast("B")
-            yield _Page(column, index, count, (levels, values) if levels else (values,))
+            values = tuple(piece.data.cast("B") for piece in pieces)
+            yield _Page(column, index, count, (levels, *values) if levels else values)
 
 
 def _compress_run(compressor: pa.Codec, pages: list[_Page]) -> list[bytes]:

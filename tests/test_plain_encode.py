@@ -132,6 +132,25 @@ def test_pages_compressed_on_threads_come_in_order(
     assert _ours(table, "zstd", THREADS) == _pyarrow_bytes(table, "zstd")
 
 
+def test_columns_in_many_chunks_are_written_as_one() -> None:
+    # As the CSV reader gives them: pages span chunks, which are not combined (a copy).
+    rng = np.random.default_rng(5)
+    parts = [
+        pa.table({"t": pa.array(rng.integers(0, 10**9, n)), "x": pa.array(rng.normal(size=n))})
+        for n in rng.integers(0, 9_000, 37)
+    ]
+    table = pa.concat_tables(parts)
+    assert table.column(0).num_chunks == 37
+    assert _ours(table, "snappy") == _pyarrow_bytes(table, "snappy")
+
+
+def test_nan_in_any_chunk_of_a_page_leaves_the_table_to_pyarrow() -> None:
+    clean = pa.table({"nan_chunk": pa.array(np.arange(30_000, dtype=np.float64))})
+    assert _ours(clean, "none") == _pyarrow_bytes(clean, "none")  # the form is now kept
+    with_nan = pa.table({"nan_chunk": pa.array([1.0, np.nan, 2.0])})
+    assert _ours(pa.concat_tables([clean.slice(0, 5), with_nan, clean]), "none") is None
+
+
 def test_pandas_metadata_is_kept() -> None:
     frame = pd.DataFrame({"t": pd.date_range("2026", periods=30_000, freq="s"), "x": 1.5})
     table = pa.Table.from_pandas(frame, preserve_index=False)
