@@ -262,6 +262,21 @@ def _eligible(table: pa.Table, compression: str | None, extra: dict[str, Any]) -
     return codec
 
 
+def _probe(schema: pa.Schema) -> pa.Table:
+    """Return a table of ``schema`` (its metadata too) with ``PROBE_ROWS`` made-up rows.
+
+    Made up rather than the user's, so that what is learnt holds for the schema: no NaN,
+    zeros (whose sign Parquet's rule sets), values within a day for times.
+    """
+    values = np.arange(PROBE_ROWS) % 1_000
+    arrays = []
+    for field in schema:
+        dtype = _values_dtype(field.type)
+        assert dtype is not None
+        arrays.append(pa.array(values.astype(dtype)).view(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _form(table: pa.Table, codec: Any) -> _Form | None:
     key = (table.schema.serialize().to_pybytes(), codec)
     with _forms_lock:
@@ -269,11 +284,10 @@ def _form(table: pa.Table, codec: Any) -> _Form | None:
             return _forms[key]
     form: _Form | None
     try:
-        form = _template(table.schema, table.slice(0, 1), codec)
-        probe = table.take(np.arange(PROBE_ROWS) % table.num_rows)
+        probe = _probe(table.schema)
+        form = _template(table.schema, probe.slice(0, 1), codec)
         columns = _columns(probe, form)
-        if columns is None:
-            return None  # NaN in these rows: the next table may tell
+        assert columns is not None  # no NaN
         expected = pa.BufferOutputStream()
         pq.write_table(probe, expected, compression=codec, use_dictionary=False)
         ours = b"".join(_file(columns, form, codec, probe.num_rows))

@@ -67,6 +67,7 @@ def _pyarrow_bytes(table: pa.Table, codec: Any) -> bytes:
 
 
 THREADS = LazyPool(2, "test-plain-encode")
+real = pq.write_table
 
 
 def _ours(table: pa.Table, codec: str, threads: LazyPool | None = None) -> bytes | None:
@@ -192,11 +193,26 @@ def test_other_tables_and_options_are_left_to_pyarrow(
     assert read.cast(table.schema).to_pandas().equals(table.to_pandas())  # NaN equals NaN
 
 
-def test_nan_in_the_probe_does_not_turn_the_path_off() -> None:
+def test_the_probe_is_made_once_per_schema_whatever_the_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The probe's rows are made up: a first table with NaN neither turns the path off
+    # nor has every later table probed again.
+    encoded = []
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        encoded.append(1)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", counted)
     schema = pa.schema([("nan_probe", pa.float64())])
-    with_nan = pa.table({"nan_probe": [1.0, np.nan]}, schema=schema)
-    assert _ours(with_nan, "none") is None
+    with_nan = pa.table({"nan_probe": [np.nan, 1.0]}, schema=schema)
+    for _ in range(3):
+        assert _ours(with_nan, "none") is None
     clean = pa.table({"nan_probe": pa.array(np.linspace(-1, 1, 25_000))}, schema=schema)
+    assert _ours(clean, "none") is not None
+    assert len(encoded) == 2  # the template and the probe, once
+    monkeypatch.undo()
     assert _ours(clean, "none") == _pyarrow_bytes(clean, "none")
 
 
