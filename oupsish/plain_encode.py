@@ -19,6 +19,7 @@ random tables of every supported type.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import sys
@@ -34,6 +35,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from oupsish.stitch import remember_footer
 from oupsish.threads import LazyPool
 from oupsish.thrift import I32, I64, LIST, STRUCT, Struct, ThriftError, decode, encode
 
@@ -78,17 +80,50 @@ def _values_dtype(arrow_type: pa.DataType) -> np.dtype[Any] | None:
 
 
 @dataclass(frozen=True)
+class _HeaderForm:
+    """A page header of a given row count, encoded, its compressed size and bounds left out."""
+
+    head: bytes  # up to the compressed size
+    tail: bytes  # after it, the bounds to patch
+    max_at: tuple[int, ...]  # where the maximum goes in ``tail``
+    min_at: tuple[int, ...]
+
+    def header(self, compressed: int, max_bytes: bytes, min_bytes: bytes) -> bytes:
+        """Return the header of a page of ``compressed`` bytes and these bounds."""
+        tail = bytearray(self.tail)
+        for at in self.max_at:
+            tail[at : at + len(max_bytes)] = max_bytes
+        for at in self.min_at:
+            tail[at : at + len(min_bytes)] = min_bytes
+        return self.head + _zigzag(compressed) + tail
+
+
+_PARTIAL_FORMS_KEPT = 64
+
+
+@dataclass(frozen=True)
 class _ColumnForm:
     """What a column's pages and chunk metadata look like, from pyarrow's template file."""
 
-    head: bytes  # a full page's header up to its compressed size
-    tail: bytes  # and after it, statistics to patch
-    max_at: tuple[int, ...]  # where the maximum goes in ``tail``
-    min_at: tuple[int, ...]
-    header_struct: Struct  # to encode the header of a partial page
+    header_struct: Struct  # PageHeader
+    width: int  # bytes a value
     chunk: Struct  # ColumnChunk, to fill in
-    levels: bytes  # the definition levels of a full page (empty if required)
     optional: bool
+    levels: bytes  # the definition levels of a full page (empty if required)
+    full: _HeaderForm  # the header of a full page
+    partial: dict[int, _HeaderForm] = dataclasses.field(default_factory=dict)  # by row count
+
+    def header_form(self, n_values: int) -> _HeaderForm:
+        """Return the form of the header of a page of ``n_values`` rows."""
+        if n_values == ROWS_PER_PAGE:
+            return self.full
+        form = self.partial.get(n_values)
+        if form is None:
+            if len(self.partial) >= _PARTIAL_FORMS_KEPT:
+                self.partial.clear()
+            form = _header_form(self.header_struct, n_values, self.width, self.optional)
+            self.partial[n_values] = form
+        return form
 
 
 @dataclass(frozen=True)
@@ -149,19 +184,24 @@ def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> _Co
         raise ThriftError("not a plain data page")
     if set(data_header.fields) - {1, 2, 3, 4, 5} or data_header.get(2) != 0:
         raise ThriftError("not a plain data page")
-    optional = element.get(3) == _OPTIONAL
     if element.get(3) not in (_REQUIRED, _OPTIONAL):
         raise ThriftError("repeated column")
-    page_statistics = data_header.get(5)
-    n_values = ROWS_PER_PAGE
+    optional = element.get(3) == _OPTIONAL
+    full = _header_form(header, ROWS_PER_PAGE, width, optional)
+    return _ColumnForm(header, width, chunk, optional, _levels(ROWS_PER_PAGE, optional), full)
+
+
+def _header_form(header: Struct, n_values: int, width: int, optional: bool) -> _HeaderForm:
+    """Encode the header of a page of ``n_values`` rows, with room for what varies."""
     size = len(_levels(n_values, optional)) + n_values * width
+    page_statistics = header.get(5).get(5)
     statistics = None
     if page_statistics is not None:
         statistics = _statistics(page_statistics, _SENTINELS[0][:width], _SENTINELS[1][:width])
     # Fields are encoded in order: the compressed size (field 3, zero: one byte) follows
-    # the type (1) and the size (2), and is the only field of a full page that varies.
+    # the type (1) and the size (2); the bounds are found by their sentinels.
     full = encode(_page_header(header, n_values, size, 0, statistics))
-    head = Struct({field_id: header.fields[field_id] for field_id in (1,)})
+    head = Struct({1: header.fields[1]})
     head.set(2, I32, size)
     size_end = len(encode(head)) - 1  # without the stop byte
     if full[size_end : size_end + 2] != bytes((0x10 | I32, 0)):
@@ -174,16 +214,7 @@ def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> _Co
         expected_min = sum(field_id in statistics.fields for field_id in _MIN_FIELDS)
         if len(max_at) != expected_max or len(min_at) != expected_min:
             raise ThriftError("statistics not found in the page header")
-    return _ColumnForm(
-        full[: size_end + 1],
-        tail,
-        max_at,
-        min_at,
-        header,
-        chunk,
-        _levels(ROWS_PER_PAGE, optional),
-        optional,
-    )
+    return _HeaderForm(full[: size_end + 1], tail, max_at, min_at)
 
 
 def _zigzag(value: int) -> bytes:
@@ -467,21 +498,9 @@ def _bodies(
 
 
 def _header(page: _Page, compressed: int) -> bytes:
-    form = page.column.form
     max_bytes = page.column.maxima[page.index].tobytes()
     min_bytes = page.column.minima[page.index].tobytes()
-    if page.n_values == ROWS_PER_PAGE:
-        tail = bytearray(form.tail)
-        for at in form.max_at:
-            tail[at : at + len(max_bytes)] = max_bytes
-        for at in form.min_at:
-            tail[at : at + len(min_bytes)] = min_bytes
-        return form.head + _zigzag(compressed) + tail
-    template = form.header_struct.get(5).get(5)
-    statistics = None if template is None else _statistics(template, max_bytes, min_bytes)
-    return encode(
-        _page_header(form.header_struct, page.n_values, page.size, compressed, statistics)
-    )
+    return page.column.form.header_form(page.n_values).header(compressed, max_bytes, min_bytes)
 
 
 def _file(
@@ -575,4 +594,5 @@ def _footer(
     footer.set(3, I64, n_rows)
     footer.set(4, LIST, (STRUCT, [group]))
     encoded = encode(footer)
+    remember_footer(encoded, footer)  # a coalescing write may copy this file next
     return encoded + struct.pack("<I", len(encoded)) + MAGIC

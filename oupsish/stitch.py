@@ -37,7 +37,7 @@ from oupsish.thrift import (
     encode,
 )
 
-__all__ = ["Piece", "Source", "Span", "concatenate_row_groups", "footer_agrees"]
+__all__ = ["Piece", "Source", "Span", "concatenate_row_groups", "footer_agrees", "remember_footer"]
 
 MAGIC = b"PAR1"
 
@@ -126,6 +126,16 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def remember_footer(footer: bytes, metadata: Struct) -> None:
+    """Keep ``metadata`` as the decoded form of ``footer``, a footer just written.
+
+    A coalescing write reads the footers of the files it copies: the write that made a
+    file knows its footer already. ``metadata`` must be what decoding ``footer`` gives,
+    and is not to be modified afterwards.
+    """
+    _remember(footer, metadata)
 
 
 def _remember(footer: bytes, metadata: Struct) -> None:

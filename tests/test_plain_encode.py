@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oupsish import OrderedParquetDataset, plain_encode
+from oupsish import OrderedParquetDataset, plain_encode, stitch
 from oupsish import io as parquet_io
 from oupsish.durable import SyncedFile
 from oupsish.io import ParquetOptions
@@ -249,3 +249,34 @@ def test_pieces_reach_the_file_in_order(tmp_path: Path, batch_bytes: int) -> Non
     file.write_pieces(iter(pieces), batch_bytes)
     file.finish().result()
     assert (tmp_path / "f").read_bytes() == b"".join(pieces)
+
+
+def test_footers_written_here_are_not_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Coalescing writes read the footers of the files they copy: those this process
+    # wrote are known already.
+    read, decoded = [], []
+    real_footer, real_decode = stitch._footer, stitch.decode  # type: ignore[attr-defined]
+
+    def footer(source: Any) -> Any:
+        read.append(1)
+        return real_footer(source)
+
+    def decode(data: Any) -> Any:
+        decoded.append(1)
+        return real_decode(data)
+
+    monkeypatch.setattr(stitch, "_footer", footer)
+    monkeypatch.setattr(stitch, "decode", decode)
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="timestamp")
+    for i in range(8):
+        frame = pd.DataFrame(
+            {
+                "timestamp": pd.date_range(f"2026-01-0{i + 1}", periods=1_000, freq="s"),
+                "x": np.arange(1_000, dtype=np.float64),
+            }
+        )
+        ds.write(df=frame, row_group_target_size=3_000, max_n_off_target_rgs=2)
+    assert len(ds) < 8 and read  # merges copied files, reading their footers
+    assert decoded == []
