@@ -90,10 +90,10 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
 _fsync_threads = LazyPool(4, "oupsish-fsync")
 
 COPY_PIECE_BYTES = 2**20
-_MAX_GATHERED = 512  # buffers in one writev (IOV_MAX is 1024 on Linux)
 """Ranges of other files are copied in pieces of this size, each sent to the disk while the
 next is copied (measured: coalescing live appends into 1M-row groups, copies of up to
 44 MB, about 6% faster than one piece per range)."""
+_MAX_GATHERED = 512  # buffers in one writev (IOV_MAX is 1024 on Linux)
 
 
 def background(function: Callable[..., _T], *args: Any) -> Future[_T]:

@@ -192,7 +192,8 @@ def _direct_pieces(table: pa.Table, options: ParquetOptions) -> Iterator[Any] | 
     pyarrow.
     """
     threads = None
-    compressed = (options.compression or "none").lower() != "none"
+    codec = options.compression
+    compressed = isinstance(codec, str) and codec.lower() != "none"  # else not this path
     if compressed and table.nbytes >= PARALLEL_MIN_BYTES and _encoders.max_workers > 1:
         if table.nbytes < THREADED_DIRECT_MIN_BYTES:
             return None

@@ -1,0 +1,285 @@
+"""How pyarrow lays out the Parquet file of a table of fixed-width columns without nulls.
+
+:mod:`oupsish.plain_encode` writes such files itself, byte for byte as pyarrow would. What
+it does not compute it learns here, from pyarrow's own file of one made-up row of the
+same schema and codec (:func:`learn_form`): the footer (schema, key-value metadata,
+``created_by``, column orders), each column chunk's fields, and each page header, encoded
+once with sentinels in place of its bounds so that a page's header is that encoding with
+its compressed size and bounds patched in (:class:`HeaderForm`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oupsish.thrift import I32, I64, STRUCT, Struct, ThriftError, decode, encode
+
+__all__ = [
+    "PROBE_ROWS",
+    "ROWS_PER_PAGE",
+    "ColumnForm",
+    "Form",
+    "HeaderForm",
+    "definition_levels",
+    "filled_statistics",
+    "learn_form",
+    "probe_table",
+    "values_dtype",
+]
+
+ROWS_PER_PAGE = 20_000
+"""pyarrow's page size for columns of at most 8 bytes a value (``max_rows_per_page``)."""
+PROBE_ROWS = ROWS_PER_PAGE + 1_234
+"""Rows of the probe: a full page and a partial one."""
+
+_REQUIRED, _OPTIONAL = 0, 1
+_MAX_FIELDS, _MIN_FIELDS = (1, 5), (2, 6)  # Statistics: max, min, max_value, min_value
+_STATISTICS_FIELDS = frozenset({1, 2, 3, 5, 6, 7, 8})
+_SENTINELS = (b"\xa7\x3e\x91\x5c\xd2\x0b\x6f\xe4", b"\x5b\xc8\x14\xf9\x2a\x86\xd3\x70")
+
+
+def values_dtype(arrow_type: pa.DataType) -> np.dtype[Any] | None:
+    """Return the numpy dtype of a column's values, if PLAIN Parquet stores them as they are."""
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_time64(arrow_type):
+        return np.dtype(np.int64) if arrow_type.unit != "s" else None
+    if pa.types.is_time32(arrow_type):
+        return np.dtype(np.int32) if arrow_type.unit == "ms" else None
+    if pa.types.is_date32(arrow_type):
+        return np.dtype(np.int32)
+    if pa.types.is_duration(arrow_type):
+        return np.dtype(np.int64)
+    for check, dtype in (
+        (pa.types.is_int32, np.int32),
+        (pa.types.is_int64, np.int64),
+        (pa.types.is_uint32, np.uint32),
+        (pa.types.is_uint64, np.uint64),
+        (pa.types.is_float32, np.float32),
+        (pa.types.is_float64, np.float64),
+    ):
+        if check(arrow_type):
+            return np.dtype(dtype)
+    return None
+
+
+@dataclass(frozen=True)
+class HeaderForm:
+    """A page header of a given row count, encoded, its compressed size and bounds left out."""
+
+    head: bytes  # up to the compressed size
+    tail: bytes  # after it, the bounds to patch
+    max_at: tuple[int, ...]  # where the maximum goes in ``tail``
+    min_at: tuple[int, ...]
+
+    def header(self, compressed: int, max_bytes: bytes, min_bytes: bytes) -> bytes:
+        """Return the header of a page of ``compressed`` bytes and these bounds."""
+        tail = bytearray(self.tail)
+        for at in self.max_at:
+            tail[at : at + len(max_bytes)] = max_bytes
+        for at in self.min_at:
+            tail[at : at + len(min_bytes)] = min_bytes
+        return self.head + zigzag(compressed) + tail
+
+
+_PARTIAL_FORMS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class ColumnForm:
+    """What a column's pages and chunk metadata look like, from pyarrow's template file."""
+
+    header_struct: Struct  # PageHeader
+    width: int  # bytes a value
+    chunk: Struct  # ColumnChunk, to fill in
+    optional: bool
+    levels: bytes  # the definition levels of a full page (empty if required)
+    full: HeaderForm  # the header of a full page
+    partial: dict[int, HeaderForm] = dataclasses.field(default_factory=dict)  # by row count
+
+    def header_form(self, n_values: int) -> HeaderForm:
+        """Return the form of the header of a page of ``n_values`` rows."""
+        if n_values == ROWS_PER_PAGE:
+            return self.full
+        form = self.partial.get(n_values)
+        if form is None:
+            if len(self.partial) >= _PARTIAL_FORMS_KEPT:
+                self.partial.clear()
+            form = _header_form(self.header_struct, n_values, self.width, self.optional)
+            self.partial[n_values] = form
+        return form
+
+
+@dataclass(frozen=True)
+class Form:
+    """The forms of a file: its footer (FileMetaData) and each column's."""
+
+    footer: Struct
+    columns: tuple[ColumnForm, ...]
+
+
+def filled_statistics(template: Struct, max_bytes: bytes, min_bytes: bytes) -> Struct:
+    """Return ``template`` (Statistics) with these bounds and no nulls, its fields kept."""
+    if not set(template.fields) <= _STATISTICS_FIELDS:
+        raise ThriftError("unexpected statistics fields")
+    statistics = Struct(dict(template.fields))
+    for field_id in _MAX_FIELDS:
+        if field_id in template.fields:
+            statistics.set(field_id, template.fields[field_id][0], max_bytes)
+    for field_id in _MIN_FIELDS:
+        if field_id in template.fields:
+            statistics.set(field_id, template.fields[field_id][0], min_bytes)
+    if 3 in template.fields:
+        statistics.set(3, I64, 0)
+    return statistics
+
+
+def definition_levels(n_values: int, optional: bool) -> bytes:
+    """Return the definition levels of ``n_values`` non-null values: one RLE run of 1s."""
+    if not optional:
+        return b""
+    run = bytearray()
+    header = n_values << 1
+    while header > 0x7F:
+        run.append((header & 0x7F) | 0x80)
+        header >>= 7
+    run.append(header)
+    run.append(1)
+    return struct.pack("<I", len(run)) + bytes(run)
+
+
+def _page_header(
+    form_header: Struct, n_values: int, size: int, compressed: int, statistics: Struct | None
+) -> Struct:
+    """Return ``form_header`` (PageHeader) for a page of these rows, sizes and statistics."""
+    header = Struct(dict(form_header.fields))
+    header.set(2, I32, size)
+    header.set(3, I32, compressed)
+    data_header = Struct(dict(form_header.get(5).fields))
+    data_header.set(1, I32, n_values)
+    if statistics is not None:
+        data_header.set(5, STRUCT, statistics)
+    header.set(5, STRUCT, data_header)
+    return header
+
+
+def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> ColumnForm:
+    """Read a column's form from its chunk (ColumnChunk), schema element and first page."""
+    column = chunk.get(3)
+    header, _ = decode(data[column.get(9) :])
+    data_header = header.get(5)
+    if set(header.fields) != {1, 2, 3, 5} or header.get(1) != 0 or data_header is None:
+        raise ThriftError("not a plain data page")
+    if set(data_header.fields) - {1, 2, 3, 4, 5} or data_header.get(2) != 0:
+        raise ThriftError("not a plain data page")
+    if element.get(3) not in (_REQUIRED, _OPTIONAL):
+        raise ThriftError("repeated column")
+    optional = element.get(3) == _OPTIONAL
+    full = _header_form(header, ROWS_PER_PAGE, width, optional)
+    return ColumnForm(
+        header, width, chunk, optional, definition_levels(ROWS_PER_PAGE, optional), full
+    )
+
+
+def _header_form(header: Struct, n_values: int, width: int, optional: bool) -> HeaderForm:
+    """Encode the header of a page of ``n_values`` rows, with room for what varies."""
+    size = len(definition_levels(n_values, optional)) + n_values * width
+    page_statistics = header.get(5).get(5)
+    statistics = None
+    if page_statistics is not None:
+        statistics = filled_statistics(
+            page_statistics, _SENTINELS[0][:width], _SENTINELS[1][:width]
+        )
+    # Fields are encoded in order: the compressed size (field 3, zero: one byte) follows
+    # the type (1) and the size (2); the bounds are found by their sentinels.
+    full = encode(_page_header(header, n_values, size, 0, statistics))
+    head = Struct({1: header.fields[1]})
+    head.set(2, I32, size)
+    size_end = len(encode(head)) - 1  # without the stop byte
+    if full[size_end : size_end + 2] != bytes((0x10 | I32, 0)):
+        raise ThriftError("unexpected page header layout")
+    tail = full[size_end + 2 :]
+    max_at = tuple(_find_all(tail, _SENTINELS[0][:width]))
+    min_at = tuple(_find_all(tail, _SENTINELS[1][:width]))
+    if statistics is not None:
+        expected_max = sum(field_id in statistics.fields for field_id in _MAX_FIELDS)
+        expected_min = sum(field_id in statistics.fields for field_id in _MIN_FIELDS)
+        if len(max_at) != expected_max or len(min_at) != expected_min:
+            raise ThriftError("statistics not found in the page header")
+    return HeaderForm(full[: size_end + 1], tail, max_at, min_at)
+
+
+def zigzag(value: int) -> bytes:
+    """Return a non-negative i32 as the compact protocol writes it."""
+    out = bytearray()
+    value <<= 1
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _find_all(data: bytes, pattern: bytes) -> list[int]:
+    """Return where ``pattern`` starts in ``data``, every time."""
+    found, start = [], data.find(pattern)
+    while start >= 0:
+        found.append(start)
+        start = data.find(pattern, start + 1)
+    return found
+
+
+def learn_form(first_row: pa.Table, compression: Any) -> Form:
+    """Return the forms of the files of ``first_row``'s schema, from pyarrow's file of it.
+
+    Raises
+    ------
+    ThriftError
+        If the file holds anything this module does not reproduce.
+    """
+    schema = first_row.schema
+    sink = pa.BufferOutputStream()
+    pq.write_table(first_row, sink, compression=compression, use_dictionary=False)
+    data = sink.getvalue().to_pybytes()
+    (footer_size,) = struct.unpack("<I", data[-8:-4])
+    footer, _ = decode(data[-8 - footer_size : -8])
+    if set(footer.fields) - {1, 2, 3, 4, 5, 6, 7}:
+        raise ThriftError("unexpected file metadata")
+    (group,) = footer.get(4)[1]
+    if set(group.fields) - {1, 2, 3, 5, 6, 7}:
+        raise ThriftError("unexpected row group metadata")
+    elements = footer.get(2)[1][1:]
+    chunks = group.get(1)[1]
+    if len(elements) != len(schema) or len(chunks) != len(schema):
+        raise ThriftError("nested columns")
+    columns = []
+    for chunk, element, arrow_field in zip(chunks, elements, schema, strict=True):
+        column = chunk.get(3)
+        if set(chunk.fields) - {2, 3} or set(column.fields) - {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16}:
+            raise ThriftError("unexpected column chunk fields")
+        if len(column.get(13, (STRUCT, []))[1]) > 1:
+            raise ThriftError("pages of several kinds")
+        dtype = values_dtype(arrow_field.type)
+        assert dtype is not None
+        columns.append(_column_form(data, chunk, element, dtype.itemsize))
+    return Form(footer, tuple(columns))
+
+
+def probe_table(schema: pa.Schema) -> pa.Table:
+    """Return a table of ``schema`` (its metadata too) with ``PROBE_ROWS`` made-up rows.
+
+    Made up rather than the user's, so that what is learnt holds for the schema: no NaN,
+    zeros (whose sign Parquet's rule sets), values within a day for times.
+    """
+    values = np.arange(PROBE_ROWS) % 1_000
+    arrays = []
+    for field in schema:
+        dtype = values_dtype(field.type)
+        assert dtype is not None
+        arrays.append(pa.array(values.astype(dtype)).view(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
