@@ -184,12 +184,12 @@ THREADED_DIRECT_MIN_BYTES = 8 * 2**20
 def _direct_pieces(table: pa.Table, options: ParquetOptions) -> Iterator[Any] | None:
     """Return the file written from Arrow's buffers (:mod:`oupsish.plain_encode`), if faster.
 
-    Without compression, always (100k rows of six 8-byte columns: 2.3 ms instead of 4.3 ms
-    to a file, measured). Compressed (snappy, files of 100k-1M rows of six 8-byte
-    columns, measured), pyarrow's encoder on the threads is as fast from 2 MB to 8 MB,
-    and from 8 MB the pages compressed on the threads are faster (300k rows: 14.7 ms
-    instead of 16.1; 1M rows: 44.5 ms instead of 57.1): tables of 2 MB to 8 MB are left to
-    pyarrow.
+    That module takes tables of 10,000 rows or more. Without compression, at any size
+    beyond (100k rows of six 8-byte columns: 2.3 ms instead of 4.3 ms to a file,
+    measured). Compressed (snappy, files of 100k-1M rows of six 8-byte columns,
+    measured), pyarrow's encoder on the threads is as fast from 2 MB to 8 MB, and from
+    8 MB the pages compressed on the threads are faster (300k rows: 14.7 ms instead of
+    16.1; 1M rows: 44.5 ms instead of 57.1): tables of 2 MB to 8 MB are left to pyarrow.
     """
     threads = None
     codec = options.compression
@@ -236,6 +236,8 @@ def write_file(
     cost 25-35% of the encoding time, so its output is buffered into pieces of
     ``WRITE_BUFFER_BYTES``. With ``sync``, each piece is flushed to disk in the background
     while the next one is encoded (:class:`~oupsish.durable.SyncedFile`). Tables of
+    fixed-width columns are written from their buffers where that is faster
+    (:mod:`oupsish.plain_encode`), into the same bytes. Other tables of
     ``PARALLEL_MIN_BYTES`` or more have their columns encoded on several threads
     (:mod:`oupsish.parallel_encode`), into the same bytes. The file is
     created after ``before_create()`` returns, once the first piece is ready. ``encoded``,

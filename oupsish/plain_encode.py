@@ -99,6 +99,10 @@ def _eligible(table: pa.Table, compression: object, extra: dict[str, Any]) -> st
 
 
 def _form(table: pa.Table, codec: Any) -> Form | None:
+    """Return the forms of the files of ``table``'s schema and codec, ``None`` if unfit.
+
+    Learnt, and checked against pyarrow on the probe, the first time they are asked for.
+    """
     key = (table.schema.serialize().to_pybytes(), codec)
     with _forms_lock:
         if key in _forms:
