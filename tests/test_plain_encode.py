@@ -237,7 +237,18 @@ def test_a_probe_that_differs_turns_the_path_off(monkeypatch: pytest.MonkeyPatch
     assert bytes(parquet_io.encode(table, ParquetOptions("none"))) == _pyarrow_bytes(table, "none")
 
 
-def test_dataset_files_are_pyarrows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["snappy", "none"])
+def test_dataset_files_are_pyarrows_without_its_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    encoded = []
+    real_encode = parquet_io._encode
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        encoded.append(1)
+        real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(parquet_io, "_encode", counted)
     frame = pd.DataFrame(
         {
             "timestamp": pd.date_range("2026-01-01", periods=50_000, freq="ms"),
@@ -246,12 +257,13 @@ def test_dataset_files_are_pyarrows(tmp_path: Path) -> None:
         }
     )
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="timestamp")
-    ds.write(df=frame, row_group_target_size=30_000)
+    ds.write(df=frame, row_group_target_size=30_000, compression=compression)
+    assert encoded == []  # written from the frame's buffers, not by pyarrow's encoder
     files = sorted((tmp_path / "ds").glob("*.parquet"))
     assert len(files) == 2
     for path in files:
         table = pq.read_table(path)
-        assert path.read_bytes() == _pyarrow_bytes(table, "snappy")
+        assert path.read_bytes() == _pyarrow_bytes(table, compression)
     assert ds.read().equals(frame)
 
 
