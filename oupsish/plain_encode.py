@@ -192,7 +192,7 @@ def _paged(chunks: list[npt.NDArray[Any]], n_rows: int) -> list[list[npt.NDArray
 
 
 def _columns(table: pa.Table, form: Form) -> list[_Column] | None:
-    """Each column's pages and their bounds; ``None`` if a float column holds NaN.
+    """Return each column's pages and their bounds; ``None`` if a float column holds NaN.
 
     Columns in several chunks are not combined (that would copy them): a page may span
     chunks, its values then in several pieces.
@@ -244,9 +244,8 @@ def _raw_pages(columns: list[_Column]) -> Iterator[_Page]:
     for column in columns:
         for index, pieces in enumerate(column.pages):
             count = sum(len(piece) for piece in pieces)
-            levels = column.form.levels if count == ROWS_PER_PAGE else b""
-            if not levels:
-                levels = definition_levels(count, column.form.optional)
+            full = count == ROWS_PER_PAGE
+            levels = column.form.levels if full else definition_levels(count, column.form.optional)
             values = tuple(piece.data.cast("B") for piece in pieces)
             yield _Page(column, index, count, (levels, *values) if levels else values)
 
