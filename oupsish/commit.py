@@ -421,8 +421,9 @@ class Transaction:
             except OSError:
                 clean = False
             else:
-                if self._fsync:  # its pages are clean: the OS may reuse them at once
-                    in_background(drop_cached_pages, self.paths.superseded_file(name))
+                # Clean pages (fsync) are dropped at once; dirty ones are written back first.
+                retired_file = self.paths.superseded_file(name)
+                in_background(drop_cached_pages, retired_file, not self._fsync)
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
         self._clean = clean
         self.snapshot = snapshot

@@ -316,8 +316,22 @@ def test_a_retired_file_leaves_the_page_cache(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, posix_fadvise: Linux")
-def test_without_fsync_retired_files_keep_their_pages(tmp_path: Path) -> None:
-    # Their pages may be dirty: dropping them would start their writeback.
+def test_without_fsync_retired_files_are_written_back_then_leave_the_page_cache(
+    tmp_path: Path,
+) -> None:
+    # Their pages may be dirty: the OS would write them back within half a minute anyway
+    # (the file is kept 10 minutes); written back at once, they can be dropped.
     retired = _superseded_after_a_merge(tmp_path, fsync=False)
     durable.wait_for_background()
-    assert _resident_pages(retired) > 0
+    assert _resident_pages(retired) == 0
+    assert pq.read_table(retired).num_rows > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, posix_fadvise: Linux")
+def test_dirty_pages_are_dropped_only_once_written_back(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(1 << 20))  # dirty: not flushed
+    durable.drop_cached_pages(path)
+    assert _resident_pages(path) > 0  # its writeback has only started
+    durable.drop_cached_pages(path, write_back=True)
+    assert _resident_pages(path) == 0
