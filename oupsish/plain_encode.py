@@ -45,13 +45,12 @@ from oupsish.plain_form import (
     probe_table,
     values_dtype,
 )
-from oupsish.stitch import remember_footer
+from oupsish.stitch import MAGIC, remember_footer
 from oupsish.threads import LazyPool
 from oupsish.thrift import I32, I64, LIST, STRUCT, Struct, encode
 
 __all__ = ["encoded_pieces"]
 
-MAGIC = b"PAR1"
 MAX_PROBE_BYTES = 32 * 2**20
 """Schemas whose probe would take more memory (about 190 8-byte columns) are left to pyarrow."""
 MIN_ROWS = 10_000
@@ -199,9 +198,8 @@ def _columns(table: pa.Table, form: Form) -> list[_Column] | None:
     """
     starts = _page_starts(table.num_rows)
     columns = []
-    for column, field, column_form in zip(table.columns, table.schema, form.columns, strict=True):
-        dtype = values_dtype(field.type)
-        assert dtype is not None
+    for column, column_form in zip(table.columns, form.columns, strict=True):
+        dtype = column_form.dtype
         chunks = [_chunk_values(chunk, dtype) for chunk in column.chunks if len(chunk)]
         if len(chunks) == 1:
             values = chunks[0]

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oupsish.thrift import I32, I64, STRUCT, Struct, ThriftError, decode, encode
+from oupsish.thrift import I32, I64, STRUCT, Struct, ThriftError, decode, encode, varint
 
 __all__ = [
     "PROBE_ROWS",
@@ -84,7 +84,7 @@ class HeaderForm:
             tail[at : at + len(max_bytes)] = max_bytes
         for at in self.min_at:
             tail[at : at + len(min_bytes)] = min_bytes
-        return self.head + zigzag(compressed) + tail
+        return self.head + varint(compressed << 1) + tail  # an i32, zigzag-encoded
 
 
 _PARTIAL_FORMS_KEPT = 64
@@ -95,7 +95,7 @@ class ColumnForm:
     """What a column's pages and chunk metadata look like, from pyarrow's template file."""
 
     header_struct: Struct  # PageHeader
-    width: int  # bytes a value
+    dtype: np.dtype[Any]  # of the column's values in memory
     chunk: Struct  # ColumnChunk, to fill in
     optional: bool
     levels: bytes  # the definition levels of a full page (empty if required)
@@ -110,7 +110,7 @@ class ColumnForm:
         if form is None:
             if len(self.partial) >= _PARTIAL_FORMS_KEPT:
                 self.partial.clear()
-            form = _header_form(self.header_struct, n_values, self.width, self.optional)
+            form = _header_form(self.header_struct, n_values, self.dtype.itemsize, self.optional)
             self.partial[n_values] = form
         return form
 
@@ -143,14 +143,8 @@ def definition_levels(n_values: int, optional: bool) -> bytes:
     """Return the definition levels of ``n_values`` non-null values: one RLE run of 1s."""
     if not optional:
         return b""
-    run = bytearray()
-    header = n_values << 1
-    while header > 0x7F:
-        run.append((header & 0x7F) | 0x80)
-        header >>= 7
-    run.append(header)
-    run.append(1)
-    return struct.pack("<I", len(run)) + bytes(run)
+    run = varint(n_values << 1) + b"\x01"  # a run of n_values, of value 1
+    return struct.pack("<I", len(run)) + run
 
 
 def _page_header(
@@ -168,7 +162,7 @@ def _page_header(
     return header
 
 
-def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> ColumnForm:
+def _column_form(data: bytes, chunk: Struct, element: Struct, dtype: np.dtype[Any]) -> ColumnForm:
     """Read a column's form from its chunk (ColumnChunk), schema element and first page."""
     column = chunk.get(3)
     header, _ = decode(data[column.get(9) :])
@@ -180,9 +174,9 @@ def _column_form(data: bytes, chunk: Struct, element: Struct, width: int) -> Col
     if element.get(3) not in (_REQUIRED, _OPTIONAL):
         raise ThriftError("repeated column")
     optional = element.get(3) == _OPTIONAL
-    full = _header_form(header, ROWS_PER_PAGE, width, optional)
+    full = _header_form(header, ROWS_PER_PAGE, dtype.itemsize, optional)
     return ColumnForm(
-        header, width, chunk, optional, definition_levels(ROWS_PER_PAGE, optional), full
+        header, dtype, chunk, optional, definition_levels(ROWS_PER_PAGE, optional), full
     )
 
 
@@ -212,17 +206,6 @@ def _header_form(header: Struct, n_values: int, width: int, optional: bool) -> H
         if len(max_at) != expected_max or len(min_at) != expected_min:
             raise ThriftError("statistics not found in the page header")
     return HeaderForm(full[: size_end + 1], tail, max_at, min_at)
-
-
-def zigzag(value: int) -> bytes:
-    """Return a non-negative i32 as the compact protocol writes it."""
-    out = bytearray()
-    value <<= 1
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _find_all(data: bytes, pattern: bytes) -> list[int]:
@@ -266,7 +249,7 @@ def learn_form(first_row: pa.Table, compression: Any) -> Form:
             raise ThriftError("pages of several kinds")
         dtype = values_dtype(arrow_field.type)
         assert dtype is not None
-        columns.append(_column_form(data, chunk, element, dtype.itemsize))
+        columns.append(_column_form(data, chunk, element, dtype))
     return Form(footer, tuple(columns))
 
 

@@ -13,7 +13,18 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BINARY", "I32", "I64", "LIST", "STRUCT", "Struct", "ThriftError", "decode", "encode"]
+__all__ = [
+    "BINARY",
+    "I32",
+    "I64",
+    "LIST",
+    "STRUCT",
+    "Struct",
+    "ThriftError",
+    "decode",
+    "encode",
+    "varint",
+]
 
 BOOL_TRUE, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
 MAX_DEPTH = 32
@@ -153,6 +164,13 @@ def _varint(out: bytearray, value: int) -> None:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def varint(value: int) -> bytes:
+    """Return a non-negative integer as an unsigned varint (Parquet's RLE headers too)."""
+    out = bytearray()
+    _varint(out, value)
+    return bytes(out)
 
 
 def _value(out: bytearray, wire_type: int, value: Any) -> None:

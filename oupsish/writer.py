@@ -330,67 +330,75 @@ def _appends(existing: pa.Table, new: pa.Table, column: str) -> bool:
     return bool(last[0] <= first[0])
 
 
+@dataclass(frozen=True)
+class _StoredFile:
+    """A stored row group's file, open: its descriptor, and its bytes as a stitch source."""
+
+    fd: int
+    source: Source
+
+
 @contextlib.contextmanager
+def _opened(txn: Transaction, indices: range) -> Iterator[list[_StoredFile] | None]:
+    """Open the files of row groups ``indices`` until the block ends; ``None`` if one fails.
+
+    A coalescing write both checks their footers and copies their pages: once opened.
+    """
+    with contextlib.ExitStack() as opened:
+        try:
+            files = []
+            for index in indices:
+                path = txn.paths.data_file(txn.snapshot.file_names[index])
+                file = opened.enter_context(open(path, "rb", buffering=0))
+                source = Source(os.fstat(file.fileno()).st_size, _reader(file))
+                files.append(_StoredFile(file.fileno(), source))
+        except OSError:
+            files = None  # the usual path reports a missing file
+        yield files
+
+
 def _stitched(
-    txn: Transaction, indices: range, new: pa.Table, parquet: ParquetOptions, n_rows: int
-) -> Iterator[list[bytes | memoryview | FileRange] | None]:
-    """Give the file of the row groups ``indices`` followed by ``new``, in pieces.
+    files: list[_StoredFile], new: pa.Table, parquet: ParquetOptions, n_rows: int
+) -> list[bytes | memoryview | FileRange] | None:
+    """Return the file of the stored ``files`` followed by ``new``, in pieces.
 
     Their pages are copied, not encoded again (:mod:`oupsish.stitch`): coalescing small
     writes then costs about what their bytes cost to copy, by the kernel, file to file.
-    ``None`` when the files or the options do not allow it, or when the files do not hold
-    the ``n_rows`` rows (with ``new``'s) that the snapshot records. The files stay open
-    until the block ends.
+    ``None`` when the files do not allow it, or when they do not hold the ``n_rows`` rows
+    (with ``new``'s) that the snapshot records. ``files`` must stay open while the pieces
+    are written.
     """
-    if not parquet_io.can_concatenate(new.schema, parquet):
-        yield None
-        return
-    with contextlib.ExitStack() as opened:
-        try:
-            files = [
-                opened.enter_context(open(txn.paths.data_file(name), "rb", buffering=0))
-                for name in (txn.snapshot.file_names[index] for index in indices)
-            ]
-            sources = [Source(os.fstat(file.fileno()).st_size, _reader(file)) for file in files]
-        except OSError:
-            yield None  # the usual path reports a missing file, or reads from the tail cache
-            return
-        encoded = memoryview(parquet_io.encode(new, parquet))  # no copy into bytes
-        pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)], n_rows)
-        if pieces is None:
-            yield None
-            return
-        last, view = len(files), encoded
-        yield [
-            piece
-            if isinstance(piece, bytes)
-            else view[piece.offset : piece.offset + piece.length]
-            if piece.source == last
-            else FileRange(files[piece.source].fileno(), piece.offset, piece.length)
-            for piece in pieces
-        ]
+    encoded = memoryview(parquet_io.encode(new, parquet))  # no copy into bytes
+    sources = [file.source for file in files]
+    pieces = concatenate_row_groups([*sources, Source.of_bytes(encoded)], n_rows)
+    if pieces is None:
+        return None
+    last = len(files)
+    return [
+        piece
+        if isinstance(piece, bytes)
+        else encoded[piece.offset : piece.offset + piece.length]
+        if piece.source == last
+        else FileRange(files[piece.source].fd, piece.offset, piece.length)
+        for piece in pieces
+    ]
 
 
-def _footers_agree(txn: Transaction, indices: range, column: str) -> bool:
+def _footers_agree(
+    snapshot: Snapshot, indices: range, files: list[_StoredFile], column: str
+) -> bool:
     """Whether the footers of row groups ``indices`` record what the snapshot does.
 
     That is their row counts and ``column`` bounds (:func:`oupsish.stitch.footer_agrees`).
     A kept ordered column is checked against the snapshot, not the files: the files whose
     pages a merge copies are checked here, as reading them would.
     """
-    snapshot = txn.snapshot
     mins, maxs = (snapshot.stats.column(name) for name in STATS_COLUMNS[2:])
-    try:
-        for index in indices:
-            path = txn.paths.data_file(snapshot.file_names[index])
-            with open(path, "rb", buffering=0) as file:
-                source = Source(os.fstat(file.fileno()).st_size, _reader(file))
-                chunks = [*mins.slice(index, 1).chunks, *maxs.slice(index, 1).chunks]
-                bounds = pa.chunked_array(chunks, type=mins.type).combine_chunks()
-                if not footer_agrees(source, int(snapshot.n_rows[index]), column, bounds):
-                    return False
-    except OSError:
-        return False
+    for index, file in zip(indices, files, strict=True):
+        chunks = [*mins.slice(index, 1).chunks, *maxs.slice(index, 1).chunks]
+        bounds = pa.chunked_array(chunks, type=mins.type).combine_chunks()
+        if not footer_agrees(file.source, int(snapshot.n_rows[index]), column, bounds):
+            return False
     return True
 
 
@@ -478,21 +486,25 @@ def _stitch_append(
         return None
     indices = range(window.rg_start, window.rg_end)
     new = table.slice(window.new_start, window.n_new)
-    stored = tail.get(snapshot, indices, [column])
-    if stored is not None and not _footers_agree(txn, indices, column):
-        stored = None  # a file is not the one kept: its rows are read, and checked
-    if stored is None:
-        stored = _read_existing(txn, indices, prepared.schema, [column])
-    ordered = pa.chunked_array(
-        [*stored.column(column).chunks, *new.column(column).chunks], type=new.column(column).type
-    )
-    if len(prepared.target.split_offsets(len(ordered), lambda: ordered_values(ordered))):
-        return None  # more than one row group
-    (key,) = _window_keys(snapshot, window, 1)
-    n_rows = len(ordered)
-    with _stitched(txn, indices, new, parquet, n_rows) as stitched:
+    with _opened(txn, indices) as files:
+        stored = tail.get(snapshot, indices, [column])
+        if stored is not None and (
+            files is None or not _footers_agree(snapshot, indices, files, column)
+        ):
+            stored = None  # a file is not the one kept: its rows are read, and checked
+        if stored is None:
+            stored = _read_existing(txn, indices, prepared.schema, [column])
+        ordered = pa.chunked_array(
+            [*stored.column(column).chunks, *new.column(column).chunks],
+            type=new.column(column).type,
+        )
+        if len(prepared.target.split_offsets(len(ordered), lambda: ordered_values(ordered))):
+            return None  # more than one row group
+        n_rows = len(ordered)
+        stitched = None if files is None else _stitched(files, new, parquet, n_rows)
         if stitched is None:
             return None
+        (key,) = _window_keys(snapshot, window, 1)
         name = format_name(key, snapshot.top_width, commit)
         txn.stage(
             name, functools.partial(_write_chunk, chunk=new, parquet=parquet, encoded=stitched)
