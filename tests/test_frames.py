@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oupsish.frames import frame_to_table
+from oupsish.errors import InvalidFrameError
+from oupsish.frames import check_frame, frame_to_table
 
 COLUMN_KINDS: dict[str, Callable[[np.random.Generator, int], Any]] = {
     "float": lambda rng, n: np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
@@ -68,3 +69,40 @@ def test_another_timestamp_unit_is_cast(
     table = frame_to_table(df, stored, "ds")
     assert table.schema.field("c").type == stored_type
     assert table.equals(pyarrow_conversion(df, stored))
+
+
+def test_conversion_and_checks_without_pandas_column_arrays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path reads pandas' arrays through a private method; without it, the same."""
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({kind: make(rng, 50) for kind, make in COLUMN_KINDS.items()})
+    df["order"] = np.arange(50)
+    stored = pa.Table.from_pandas(df, preserve_index=False).schema
+    with_private = frame_to_table(check_frame(df, "order", "ds"), stored, "ds")
+    monkeypatch.delattr(pd.DataFrame, "_get_column_array")
+    assert frame_to_table(check_frame(df, "order", "ds"), stored, "ds").equals(with_private)
+    assert with_private.equals(pyarrow_conversion(df, stored))
+    df.loc[3, "order"] = 1
+    with pytest.raises(InvalidFrameError, match=r"sorted ascending on 'order'.* row 3"):
+        check_frame(df, "order", "ds")
+
+
+@pytest.mark.parametrize(
+    ("values", "clean"),
+    [
+        pytest.param(np.array([np.iinfo(np.int64).min, 0]), True, id="int64-min-is-a-number"),
+        pytest.param(np.array(["NaT", "2024-01-01"], dtype="M8[ns]"), False, id="NaT-first"),
+        pytest.param(np.array(["2024-01-01", "NaT"], dtype="M8[ns]"), False, id="NaT-last"),
+        pytest.param(np.array(["2024-01-01", "2024-01-01"], dtype="M8[us]"), True, id="equal"),
+        pytest.param(np.array([np.nan, 1.0]), False, id="NaN-first"),
+        pytest.param(np.array([1.0, 2.0, np.nan]), False, id="NaN-last"),
+    ],
+)
+def test_ordered_column_checks(values: np.ndarray[Any, Any], clean: bool) -> None:
+    df = pd.DataFrame({"k": values, "x": np.arange(len(values))})
+    if clean:
+        assert check_frame(df, "k", "ds") is df
+    else:
+        with pytest.raises(InvalidFrameError, match="null/NaN/NaT"):
+            check_frame(df, "k", "ds")
