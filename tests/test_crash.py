@@ -48,9 +48,11 @@ def test_every_step_is_a_kill_point() -> None:
     assert set(KILL_POINTS) == BEFORE_COMMIT | AFTER_COMMIT
 
 
+@pytest.mark.parametrize("fsync", [True, False], ids=["durable", "fsync=False"])
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_kill_at_step(harness: CrashHarness, point: str) -> None:
-    dataset = harness.new_dataset(n_setup=2)
+def test_kill_at_step(harness: CrashHarness, point: str, fsync: bool) -> None:
+    """Without fsync (the opt-in), a killed process still leaves one state or the other."""
+    dataset = harness.new_dataset(n_setup=2, fsync=fsync)
     if point == "after_leftover_removal":
         # Leave leftovers (placed but uncommitted files) for the next writer to clean up.
         first = harness.trial_at(dataset, "after_data_file_placed", recover=False)

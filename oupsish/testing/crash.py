@@ -57,6 +57,7 @@ from oupsish.metadata import METADATA_SUFFIX
 from oupsish.testing.model import ReferenceModel
 
 __all__ = [
+    "FSYNC_FALSE_SHARE",
     "KILL_POINTS",
     "MID_DATA_FILE",
     "MID_METADATA_FILE",
@@ -77,6 +78,8 @@ RANDOM = "random"
 KILL_POINTS: tuple[str, ...] = (*faults.STEPS, MID_DATA_FILE, MID_METADATA_FILE)
 """Where a step kill can happen: every step of the write, and inside a file being written."""
 
+FSYNC_FALSE_SHARE = 0.25
+"""The share of :meth:`CrashHarness.new_dataset`'s datasets written with ``fsync=False``."""
 _ORDERED_ON = "ts"
 _BASE_TIME = np.datetime64("2024-01-01T00:00", "ns")
 _CHILD_TIMEOUT = 120.0
@@ -166,10 +169,14 @@ class ModelledDataset:
         The dataset's folder (its metadata and lock files go beside it).
     rng : numpy.random.Generator
         Draws the dataset's settings (``ordered_on`` type, ``duplicates_on``, targets).
+    fsync : bool, default True
+        Whether its writes flush to disk (``fsync=False`` is the opt-in that is not power-cut
+        safe; a killed process must still leave either state, the page cache surviving).
     """
 
-    def __init__(self, folder: Path, rng: np.random.Generator) -> None:
+    def __init__(self, folder: Path, rng: np.random.Generator, fsync: bool = True) -> None:
         self.folder = folder
+        self.fsync = fsync
         self.datetime = bool(rng.random() < 0.35)
         choices: list[list[str] | None] = [None, ["key"], []]
         self.duplicates_on = choices[int(rng.integers(0, len(choices)))]
@@ -179,11 +186,14 @@ class ModelledDataset:
 
     def __repr__(self) -> str:
         kind = "datetime" if self.datetime else "int"
-        return f"ModelledDataset({str(self.folder)!r}, {kind}, duplicates_on={self.duplicates_on})"
+        return (
+            f"ModelledDataset({str(self.folder)!r}, {kind}, "
+            f"duplicates_on={self.duplicates_on}, fsync={self.fsync})"
+        )
 
     def handle(self) -> OrderedParquetDataset:
         """Open the dataset."""
-        return OrderedParquetDataset(self.folder)
+        return OrderedParquetDataset(self.folder, fsync=self.fsync)
 
     def state(self) -> State:
         """Return the state the dataset must be in now."""
@@ -388,6 +398,7 @@ class _Job:
     folder: str
     spec: WriteSpec
     plan: KillPlan
+    fsync: bool
 
 
 _began = 0.0  # when the child started its write
@@ -478,7 +489,7 @@ def child_main() -> int:
     _arm(job.plan)
     _say("start")
     _began = time.perf_counter()
-    OrderedParquetDataset(job.folder).write(**job.spec.kwargs())
+    OrderedParquetDataset(job.folder, fsync=job.fsync).write(**job.spec.kwargs())
     _say(f"done {time.perf_counter() - _began:.6f}")
     return 0
 
@@ -593,6 +604,7 @@ class TrialResult:
     killed: bool
     last_step: str | None
     outcome: str  # "before", "after", "same" (the write changed nothing), "neither", "unreadable"
+    fsync: bool = True
     lost_rows: int = 0
     duplicated_rows: int = 0
     leftovers: list[str] = field(default_factory=list)
@@ -685,12 +697,18 @@ class CrashHarness:
             self._children.append(ChildWriter())  # they start while this trial runs
         return child
 
-    def new_dataset(self, n_setup: int | None = None) -> ModelledDataset:
-        """Create a dataset with ``n_setup`` committed random writes (0 to 4 if ``None``)."""
+    def new_dataset(self, n_setup: int | None = None, fsync: bool | None = None) -> ModelledDataset:
+        """Create a dataset with ``n_setup`` committed random writes (0 to 4 if ``None``).
+
+        Its writes use ``fsync=False`` if ``fsync`` is ``False``; if ``None``, drawn for
+        :data:`FSYNC_FALSE_SHARE` of the datasets.
+        """
         self._n_datasets += 1
         folder = self.root / f"ds{self._n_datasets}" / "data"
         folder.parent.mkdir(parents=True)
-        dataset = ModelledDataset(folder, self.rng)
+        if fsync is None:
+            fsync = bool(self.rng.random() >= FSYNC_FALSE_SHARE)
+        dataset = ModelledDataset(folder, self.rng, fsync)
         count = int(self.rng.integers(0, 5)) if n_setup is None else n_setup
         with _without_fsync():  # set-up writes are not under test: skip their flushes
             for _ in range(count):
@@ -715,7 +733,9 @@ class CrashHarness:
         previous = faults.install(count)
         error = None
         try:
-            OrderedParquetDataset(scratch / dataset.folder.name).write(**spec.kwargs())
+            OrderedParquetDataset(scratch / dataset.folder.name, fsync=dataset.fsync).write(
+                **spec.kwargs()
+            )
         except Exception as exception:
             error = f"{type(exception).__name__}: {exception}"
         finally:
@@ -786,7 +806,7 @@ class CrashHarness:
         self._n_jobs += 1
         job_path = self.root / f"job{self._n_jobs}.pkl"
         plan = KillPlan(RANDOM if point == RANDOM else point, occurrence)
-        job_path.write_bytes(pickle.dumps(_Job(str(dataset.folder), spec, plan)))
+        job_path.write_bytes(pickle.dumps(_Job(str(dataset.folder), spec, plan, dataset.fsync)))
         child = self._take_child()
         report = child.run(job_path, kill_after)
         job_path.unlink()
@@ -808,6 +828,7 @@ class CrashHarness:
             killed=report.killed,
             last_step=report.steps[-1][0] if report.steps else None,
             outcome="unreadable",
+            fsync=dataset.fsync,
             problems=problems,
         )
         self._check(dataset, spec, before, after, result)
@@ -897,6 +918,7 @@ def tally(results: Iterable[TrialResult]) -> dict[str, Any]:
         "kills_per_point": dict(sorted(Counter(result.label for result in results).items())),
         "outcomes": dict(sorted(Counter(result.outcome for result in results).items())),
         "write_kinds": dict(sorted(Counter(result.kind for result in results).items())),
+        "fsync_false_trials": sum(not result.fsync for result in results),
         "lost_rows": sum(result.lost_rows for result in results),
         "duplicated_rows": sum(result.duplicated_rows for result in results),
         "unreadable_datasets": sum(result.outcome == "unreadable" for result in results),

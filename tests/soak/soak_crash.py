@@ -61,6 +61,7 @@ def print_tally(summary: dict[str, Any], elapsed: float) -> None:
         print(f"  {label:<44} {count}")
     print(f"outcomes: {summary['outcomes']}")
     print(f"write kinds: {summary['write_kinds']}")
+    print(f"trials with fsync=False: {summary['fsync_false_trials']}")
     for name in (
         "lost_rows",
         "duplicated_rows",
