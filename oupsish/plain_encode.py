@@ -19,6 +19,7 @@ process. The tests compare both writers on random tables of every supported type
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import sys
@@ -37,26 +38,26 @@ import pyarrow.parquet as pq
 from oupsish.plain_form import (
     PROBE_ROWS,
     ROWS_PER_PAGE,
+    ChunkCounts,
     ColumnForm,
     Form,
     definition_levels,
-    filled_statistics,
     learn_form,
     probe_table,
     values_dtype,
 )
 from oupsish.stitch import MAGIC, remember_footer
 from oupsish.threads import LazyPool
-from oupsish.thrift import I32, I64, LIST, STRUCT, Struct, encode
 
 __all__ = ["encoded_pieces"]
 
 MAX_PROBE_BYTES = 32 * 2**20
 """Schemas whose probe would take more memory (about 190 8-byte columns) are left to pyarrow."""
 MIN_ROWS = 10_000
-"""Smaller tables are left to pyarrow: this module's fixed cost per column (its footer,
-encoded in Python) exceeds what it saves (measured, 6 columns: 0.39 ms instead of 0.22
-ms at 1,000 rows, 0.54 instead of 0.58 at 10,000, 0.58 instead of 0.90 at 20,000)."""
+"""Smaller tables are left to pyarrow: this module's fixed cost per column (statistics,
+headers and footer made in Python) exceeds what it saves (measured, 6 columns, encoded in
+memory without compression: 0.29 ms instead of 0.21 ms at 1,000 rows, 0.33 instead of
+0.35 at 5,000, 0.40 instead of 0.53 at 10,000)."""
 RUN_BYTES = 2**20
 """Pages of about this many bytes are compressed as one task on the encoder threads."""
 CODECS = frozenset({"none", "snappy", "zstd", "gzip", "brotli"})
@@ -310,10 +311,10 @@ def _file(
     total_uncompressed = 0
     column, start, uncompressed, n_pages = None, position, 0, 0
 
-    def chunk_of(column: _Column) -> Struct:
-        bounds = (_chunk_bound(column.maxima.max(), 0.0), _chunk_bound(column.minima.min(), -0.0))
-        size = position - start
-        return _chunk(column.form, n_rows, n_pages, start, uncompressed, size, *bounds)
+    def chunk_of(column: _Column) -> ChunkCounts:
+        maximum = _chunk_bound(column.maxima.max(), 0.0)
+        minimum = _chunk_bound(column.minima.min(), -0.0)
+        return ChunkCounts(n_pages, start, uncompressed, position - start, maximum, minimum)
 
     for page, body in _bodies(_raw_pages(columns), codec, threads):
         if page.column is not column:
@@ -331,7 +332,7 @@ def _file(
     assert column is not None  # a table of at least one row and one column
     chunks.append(chunk_of(column))
     total_uncompressed += uncompressed
-    yield _footer(form.footer, chunks, n_rows, total_uncompressed, position - len(MAGIC))
+    yield _footer(form, chunks, n_rows, total_uncompressed, position - len(MAGIC))
 
 
 def _chunk_bound(value: Any, zero: float) -> bytes:
@@ -341,57 +342,13 @@ def _chunk_bound(value: Any, zero: float) -> bytes:
     return bytes(value.tobytes())
 
 
-def _chunk(
-    column_form: ColumnForm,
-    n_rows: int,
-    n_pages: int,
-    offset: int,
-    uncompressed: int,
-    compressed: int,
-    max_bytes: bytes,
-    min_bytes: bytes,
-) -> Struct:
-    """Return a column's ColumnChunk: its form's, with these counts, sizes and bounds."""
-    template = column_form.chunk.get(3)
-    column = Struct(dict(template.fields))
-    column.set(5, I64, n_rows)
-    column.set(6, I64, uncompressed)
-    column.set(7, I64, compressed)
-    column.set(9, I64, offset)
-    if 12 in template.fields:
-        column.set(12, STRUCT, filled_statistics(template.get(12), max_bytes, min_bytes))
-    if 13 in template.fields:
-        element_type, (kind,) = template.get(13)[0], template.get(13)[1]
-        counted = Struct(dict(kind.fields))
-        counted.set(3, I32, n_pages)
-        column.set(13, LIST, (element_type, [counted]))
-    if 16 in template.fields:
-        sizes = Struct(dict(template.get(16).fields))
-        if 3 in sizes.fields:
-            histogram = [0, n_rows] if column_form.optional else [n_rows]
-            sizes.set(3, LIST, (I64, histogram))
-        column.set(16, STRUCT, sizes)
-    chunk = Struct(dict(column_form.chunk.fields))
-    chunk.set(3, STRUCT, column)
-    return chunk
-
-
 def _footer(
-    template: Struct, chunks: Sequence[Struct], n_rows: int, uncompressed: int, compressed: int
+    form: Form, chunks: Sequence[ChunkCounts], n_rows: int, uncompressed: int, compressed: int
 ) -> bytes:
-    """Return the end of the file: footer (kept decoded for later reads), length, magic."""
-    (template_group,) = template.get(4)[1]
-    group = Struct(dict(template_group.fields))
-    group.set(1, LIST, (STRUCT, list(chunks)))
-    group.set(2, I64, uncompressed)
-    group.set(3, I64, n_rows)
-    if 5 in group.fields:
-        group.set(5, I64, len(MAGIC))
-    if 6 in group.fields:
-        group.set(6, I64, compressed)
-    footer = Struct(dict(template.fields))
-    footer.set(3, I64, n_rows)
-    footer.set(4, LIST, (STRUCT, [group]))
-    encoded = encode(footer)
-    remember_footer(encoded, footer)  # a coalescing write may copy this file next
+    """Return the end of the file: footer (its decoded form kept for later reads), length, magic."""
+    encoded = form.encode_footer(chunks, n_rows, uncompressed, compressed)
+    # A coalescing write may copy this file next: it then needs the footer decoded.
+    remember_footer(
+        encoded, functools.partial(form.footer_struct, chunks, n_rows, uncompressed, compressed)
+    )
     return encoded + struct.pack("<I", len(encoded)) + MAGIC

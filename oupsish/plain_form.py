@@ -5,13 +5,15 @@ it does not compute it learns here, from pyarrow's own file of one made-up row o
 same schema and codec (:func:`learn_form`): the footer (schema, key-value metadata,
 ``created_by``, column orders), each column chunk's fields, and each page header, encoded
 once with sentinels in place of its bounds so that a page's header is that encoding with
-its compressed size and bounds patched in (:class:`HeaderForm`).
+its compressed size and bounds patched in (:class:`HeaderForm`); the footer is likewise
+kept encoded with holes for the counts, sizes and bounds of each file (:class:`Form`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +21,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oupsish.thrift import I32, I64, STRUCT, Struct, ThriftError, decode, encode, varint
+from oupsish.stitch import MAGIC
+from oupsish.thrift import (
+    I32,
+    I64,
+    LIST,
+    STRUCT,
+    Struct,
+    Template,
+    ThriftError,
+    decode,
+    encode,
+    varint,
+)
 
 __all__ = [
     "PROBE_ROWS",
     "ROWS_PER_PAGE",
+    "ChunkCounts",
     "ColumnForm",
     "Form",
     "HeaderForm",
@@ -116,11 +131,116 @@ class ColumnForm:
 
 
 @dataclass(frozen=True)
+class ChunkCounts:
+    """What varies in a column's ColumnChunk from one file to the next."""
+
+    n_pages: int
+    offset: int  # of its first page
+    uncompressed: int  # its size before compression, page headers included
+    compressed: int  # its size in the file
+    max_bytes: bytes
+    min_bytes: bytes
+
+
+@dataclass(frozen=True)
 class Form:
-    """The forms of a file: its footer (FileMetaData) and each column's."""
+    """The forms of a file: its footer (FileMetaData) and each column's.
+
+    The footer is also kept encoded with holes for what varies from one file to the next
+    (:class:`~oupsish.thrift.Template`): filling its holes takes a fifth of the time of
+    building and encoding it field by field (measured, 6 columns: 24 us instead of 109).
+    :meth:`footer_struct` builds it as a struct, for who needs it decoded.
+    """
 
     footer: Struct
     columns: tuple[ColumnForm, ...]
+    _footer_template: Template = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        template = Template()
+        chunks = [
+            ChunkCounts(
+                n_pages=template.integer((index, "n_pages")),
+                offset=template.integer((index, "offset")),
+                uncompressed=template.integer((index, "uncompressed")),
+                compressed=template.integer((index, "compressed")),
+                max_bytes=template.binary((index, "max_bytes")),
+                min_bytes=template.binary((index, "min_bytes")),
+            )
+            for index in range(len(self.columns))
+        ]
+        n_rows, uncompressed, compressed = (
+            template.integer(name) for name in ("n_rows", "uncompressed", "compressed")
+        )
+        template.compile(self.footer_struct(chunks, n_rows, uncompressed, compressed))
+        object.__setattr__(self, "_footer_template", template)
+
+    def footer_struct(
+        self, chunks: Sequence[ChunkCounts], n_rows: int, uncompressed: int, compressed: int
+    ) -> Struct:
+        """Return the footer of a file of ``n_rows`` rows in one row group of these chunks."""
+        (template_group,) = self.footer.get(4)[1]
+        group = Struct(dict(template_group.fields))
+        columns = [
+            _chunk(column_form, n_rows, counts)
+            for column_form, counts in zip(self.columns, chunks, strict=True)
+        ]
+        group.set(1, LIST, (STRUCT, columns))
+        group.set(2, I64, uncompressed)
+        group.set(3, I64, n_rows)
+        if 5 in group.fields:
+            group.set(5, I64, len(MAGIC))
+        if 6 in group.fields:
+            group.set(6, I64, compressed)
+        footer = Struct(dict(self.footer.fields))
+        footer.set(3, I64, n_rows)
+        footer.set(4, LIST, (STRUCT, [group]))
+        return footer
+
+    def encode_footer(
+        self, chunks: Sequence[ChunkCounts], n_rows: int, uncompressed: int, compressed: int
+    ) -> bytes:
+        """Return :meth:`footer_struct` encoded (from the template: the same bytes)."""
+        values: dict[Any, Any] = {
+            "n_rows": n_rows,
+            "uncompressed": uncompressed,
+            "compressed": compressed,
+        }
+        for index, counts in enumerate(chunks):
+            values[index, "n_pages"] = counts.n_pages
+            values[index, "offset"] = counts.offset
+            values[index, "uncompressed"] = counts.uncompressed
+            values[index, "compressed"] = counts.compressed
+            values[index, "max_bytes"] = counts.max_bytes
+            values[index, "min_bytes"] = counts.min_bytes
+        return self._footer_template.encode(values)
+
+
+def _chunk(column_form: ColumnForm, n_rows: int, counts: ChunkCounts) -> Struct:
+    """Return a column's ColumnChunk: its form's, with these counts, sizes and bounds."""
+    template = column_form.chunk.get(3)
+    column = Struct(dict(template.fields))
+    column.set(5, I64, n_rows)
+    column.set(6, I64, counts.uncompressed)
+    column.set(7, I64, counts.compressed)
+    column.set(9, I64, counts.offset)
+    if 12 in template.fields:
+        statistics = filled_statistics(template.get(12), counts.max_bytes, counts.min_bytes)
+        column.set(12, STRUCT, statistics)
+    if 13 in template.fields:
+        element_type, (kind,) = template.get(13)[0], template.get(13)[1]
+        counted = Struct(dict(kind.fields))
+        counted.set(3, I32, counts.n_pages)
+        column.set(13, LIST, (element_type, [counted]))
+    if 16 in template.fields:
+        sizes = Struct(dict(template.get(16).fields))
+        if 3 in sizes.fields:
+            histogram = [0, n_rows] if column_form.optional else [n_rows]
+            sizes.set(3, LIST, (I64, histogram))
+        column.set(16, STRUCT, sizes)
+    chunk = Struct(dict(column_form.chunk.fields))
+    chunk.set(3, STRUCT, column)
+    return chunk
 
 
 def filled_statistics(template: Struct, max_bytes: bytes, min_bytes: bytes) -> Struct:

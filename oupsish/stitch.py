@@ -110,7 +110,7 @@ def _require(condition: bool) -> None:
         raise _RefusedError
 
 
-_decoded: OrderedDict[bytes, Struct] = OrderedDict()
+_decoded: OrderedDict[bytes, Struct | Callable[[], Struct]] = OrderedDict()
 _decoded_lock = threading.Lock()
 DECODED_FOOTERS = 256
 """Footers kept decoded (a few kB each): a coalesced file's footer is decoded once."""
@@ -128,17 +128,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
-def remember_footer(footer: bytes, metadata: Struct) -> None:
+def remember_footer(footer: bytes, metadata: Struct | Callable[[], Struct]) -> None:
     """Keep ``metadata`` as the decoded form of ``footer``, a footer just written.
 
     A coalescing write reads the footers of the files it copies: the write that made a
-    file knows its footer already. ``metadata`` must be what decoding ``footer`` gives,
-    and is not to be modified afterwards.
+    file knows its footer already. ``metadata`` must be what decoding ``footer`` gives, or
+    a function returning it, called the first time it is needed (it must not hold on to
+    much memory); it is not to be modified afterwards.
     """
     _remember(footer, metadata)
 
 
-def _remember(footer: bytes, metadata: Struct) -> None:
+def _remember(footer: bytes, metadata: Struct | Callable[[], Struct]) -> None:
     with _decoded_lock:
         _decoded[footer] = metadata
         while len(_decoded) > DECODED_FOOTERS:
@@ -156,11 +157,15 @@ def _footer(source: Source) -> tuple[Struct, int]:
     footer = bytes(source.read(start, size))
     _require(len(footer) == size)
     with _decoded_lock:
-        metadata = _decoded.get(footer)
-    if metadata is None:
+        known = _decoded.get(footer)
+    if isinstance(known, Struct):
+        return known, start
+    if known is not None:
+        metadata = known()
+    else:
         metadata, used = decode(footer)
         _require(used == size and set(metadata.fields) <= _FILE_FIELDS)
-        _remember(footer, metadata)
+    _remember(footer, metadata)
     return metadata, start
 
 

@@ -10,6 +10,7 @@ deeper than ``MAX_DEPTH`` and collections longer than the bytes left, and raises
 from __future__ import annotations
 
 import struct
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "LIST",
     "STRUCT",
     "Struct",
+    "Template",
     "ThriftError",
     "decode",
     "encode",
@@ -226,3 +228,72 @@ def encode(value: Struct) -> bytes:
     out = bytearray()
     _struct(out, value)
     return bytes(out)
+
+
+_HOLE_INT_BASE = 0x3A5C_9E00_0000_0000
+"""Integer holes are this plus a count: a 9-byte varint no footer field holds by chance."""
+
+
+class Template:
+    """A struct encoded once, with holes for the values that vary from one encoding to the next.
+
+    Build the struct with :meth:`integer` and :meth:`binary` in place of the values that vary
+    (fields or list items of integer or binary types), :meth:`compile` it, then
+    :meth:`encode` it with the holes' values: only those are encoded again. The holes'
+    placeholders are values that cannot be mistaken for anything else in the struct; a
+    hole may be in several places (all take its value), and one not found makes
+    :meth:`compile` raise.
+    """
+
+    def __init__(self) -> None:
+        self._placeholders: dict[bytes, tuple[Hashable, int]] = {}
+        self._parts: list[bytes] = []
+        self._holes: list[tuple[Hashable, int]] = []
+
+    def _add(self, key: Hashable, wire_type: int, value: Any) -> None:
+        out = bytearray()
+        _value(out, wire_type, value)
+        self._placeholders[bytes(out)] = (key, wire_type)
+
+    def integer(self, key: Hashable) -> int:
+        """Return the placeholder of an integer (i16, i32 or i64) hole named ``key``."""
+        value = _HOLE_INT_BASE + len(self._placeholders)
+        self._add(key, I64, value)
+        return value
+
+    def binary(self, key: Hashable) -> bytes:
+        """Return the placeholder of a binary hole named ``key``."""
+        value = b"\x00\xfeoupsish-hole-%d\xfe\x00" % len(self._placeholders)
+        self._add(key, BINARY, value)
+        return value
+
+    def compile(self, value: Struct) -> None:
+        """Encode ``value``, a struct holding every placeholder made."""
+        encoded = encode(value)
+        found = []
+        for placeholder, hole in self._placeholders.items():
+            at = encoded.find(placeholder)
+            if at < 0:
+                raise ThriftError(f"hole {hole[0]!r} is not in the struct")
+            while at >= 0:
+                found.append((at, placeholder, hole))
+                at = encoded.find(placeholder, at + len(placeholder))
+        found.sort()
+        parts, holes, start = [], [], 0
+        for at, placeholder, hole in found:
+            if at < start:
+                raise ThriftError("holes overlap")
+            parts.append(encoded[start:at])
+            holes.append(hole)
+            start = at + len(placeholder)
+        parts.append(encoded[start:])
+        self._parts, self._holes = parts, holes
+
+    def encode(self, values: Mapping[Hashable, Any]) -> bytes:
+        """Return the struct compiled with each hole's value from ``values``, by key."""
+        parts = self._parts
+        out = bytearray(parts[0])
+        for (key, wire_type), part in zip(self._holes, parts[1:], strict=True):
+            _value(out, wire_type, values[key])
+            out += part
+        return bytes(out)

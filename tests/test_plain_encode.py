@@ -3,6 +3,7 @@ byte for byte the files pyarrow writes, or left to pyarrow."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oupsish import OrderedParquetDataset, plain_encode, stitch
+from oupsish import OrderedParquetDataset, plain_encode, stitch, thrift
 from oupsish import io as parquet_io
 from oupsish.durable import SyncedFile
 from oupsish.io import ParquetOptions
@@ -111,6 +112,10 @@ def test_files_are_pyarrows_byte_for_byte(
         ours = _ours(table, codec, THREADS if threads else None)
     assert ours is not None, "the fast path should take every supported type"
     assert ours == _pyarrow_bytes(table, codec)
+    # The footer kept for coalescing writes (built when first asked for) is the decoded one.
+    (size,) = struct.unpack("<I", ours[-8:-4])
+    kept, _ = stitch._footer(stitch.Source.of_bytes(ours))
+    assert kept == thrift.decode(ours[-8 - size : -8])[0]
 
 
 def test_schemas_differing_only_in_metadata_keep_their_own() -> None:

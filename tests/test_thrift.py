@@ -30,6 +30,7 @@ from oupsish.thrift import (
     SET,
     STRUCT,
     Struct,
+    Template,
     ThriftError,
     decode,
     encode,
@@ -303,3 +304,37 @@ def test_nesting_is_bounded() -> None:
         value = Struct({1: (STRUCT, value)})
     with pytest.raises(ThriftError, match="too deep"):
         decode(encode(value))
+
+
+@given(_structs(0), st.data())
+def test_templates_encode_as_the_struct_with_their_values(
+    value: Struct, data: st.DataObject
+) -> None:
+    fillable = [
+        field_id
+        for field_id, (wire_type, _) in value.fields.items()
+        if wire_type in (I16, I32, I64, BINARY)
+    ]
+    holes = data.draw(st.lists(st.sampled_from(fillable), unique=True) if fillable else st.just([]))
+    template = Template()
+    with_holes = Struct(dict(value.fields))
+    for field_id in holes:
+        wire_type = value.fields[field_id][0]
+        if wire_type == BINARY:
+            with_holes.set(field_id, wire_type, template.binary(field_id))
+        else:
+            with_holes.set(field_id, wire_type, template.integer(field_id))
+    template.compile(with_holes)
+    assert template.encode({field_id: value.get(field_id) for field_id in holes}) == encode(value)
+
+
+def test_a_template_hole_takes_its_value_everywhere_and_must_be_there() -> None:
+    template = Template()
+    rows = template.integer("rows")
+    struct_ = Struct({1: (I64, rows), 2: (LIST, (I64, [0, rows])), 3: (BINARY, b"x")})
+    template.compile(struct_)
+    expected = Struct({1: (I64, 70_000), 2: (LIST, (I64, [0, 70_000])), 3: (BINARY, b"x")})
+    assert template.encode({"rows": 70_000}) == encode(expected)
+    template.binary("missing")
+    with pytest.raises(ThriftError, match="'missing' is not in the struct"):
+        template.compile(struct_)
