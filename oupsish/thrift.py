@@ -247,7 +247,7 @@ class Template:
 
     def __init__(self) -> None:
         self._placeholders: dict[bytes, tuple[Hashable, int]] = {}
-        self._parts: list[bytes] = []
+        self._parts: list[bytes] | None = None  # set by compile()
         self._holes: list[tuple[Hashable, int]] = []
 
     def _add(self, key: Hashable, wire_type: int, value: Any) -> None:
@@ -292,6 +292,8 @@ class Template:
     def encode(self, values: Mapping[Hashable, Any]) -> bytes:
         """Return the struct compiled with each hole's value from ``values``, by key."""
         parts = self._parts
+        if parts is None:
+            raise ThriftError("the template is not compiled")
         out = bytearray(parts[0])
         for (key, wire_type), part in zip(self._holes, parts[1:], strict=True):
             _value(out, wire_type, values[key])

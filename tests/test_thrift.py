@@ -331,6 +331,8 @@ def test_templates_encode_as_the_struct_with_their_values(
 def test_a_template_hole_takes_its_value_everywhere_and_must_be_there() -> None:
     template = Template()
     rows = template.integer("rows")
+    with pytest.raises(ThriftError, match="not compiled"):
+        template.encode({"rows": 1})
     struct_ = Struct({1: (I64, rows), 2: (LIST, (I64, [0, rows])), 3: (BINARY, b"x")})
     template.compile(struct_)
     expected = Struct({1: (I64, 70_000), 2: (LIST, (I64, [0, 70_000])), 3: (BINARY, b"x")})
