@@ -337,9 +337,16 @@ class Transaction:
         """Create the marker that makes the next writer look for leftovers of this one.
 
         It must be durable before any file of this write is: a crash could otherwise
-        leave files no writer would ever look for.
+        leave files no writer would ever look for. Only its name matters: it is a hard
+        link to the history file where there is one, which allocates no inode. On ext4
+        without a journal, a new file's inode skips, one by one, those freed in the last
+        seconds: 160-300 us per new file where a coalescing dataset retires files, 9 us
+        per link (measured, in the benchmarks' folder).
         """
-        os.close(os.open(self.paths.pending, os.O_CREAT | os.O_WRONLY, 0o644))
+        try:
+            os.link(history_path(self.paths.metadata), self.paths.pending)
+        except OSError:  # no history yet, or no hard links here
+            os.close(os.open(self.paths.pending, os.O_CREAT | os.O_WRONLY, 0o644))
         if self._fsync:
             # Waited for before this write creates any file (see _marker_is_durable): the
             # fsync runs while the write plans, reads and encodes its first file.

@@ -89,6 +89,28 @@ def test_an_interrupted_write_leaves_its_marker_and_the_next_one_cleans_up(
     assert_same_rows(pq.read_table(ds.dirpath).to_pandas(), frame(0, 15))
 
 
+def test_the_marker_is_a_link_to_the_history_once_there_is_one(tmp_path: Path) -> None:
+    # A link allocates no inode (slow on ext4 without a journal); only the name matters.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    history = ds.dirpath.with_name(f"{ds.dirpath.name}_history")
+    seen: list[tuple[bool, int]] = []
+
+    def hook(step: str, path: Path) -> None:
+        if step == "after_data_file":
+            linked = history.exists() and os.path.samefile(marker(ds), history)
+            seen.append((linked, marker(ds).stat().st_nlink))
+
+    previous = faults.install(hook)
+    try:
+        ds.write(df=frame(0, 10))
+        ds.write(df=frame(10, 10))
+    finally:
+        faults.install(previous)
+    assert seen == [(False, 1), (True, 2)]
+    assert not marker(ds).exists() and history.stat().st_nlink == 1
+    assert len(ds.history()) == 2
+
+
 def test_refused_write_inside_the_lock_removes_its_marker(tmp_path: Path) -> None:
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
     ds.write(df=frame(0, 10), row_group_target_size=5)
