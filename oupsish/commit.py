@@ -302,6 +302,7 @@ class Transaction:
         self._marker_sync: Future[None] | None = None  # the pending marker's fsync
         self._committed = False
         self._clean = True  # whether the folder holds nothing but the snapshot's files
+        self._marker_removed = False  # by remove_marker(), before the end of the transaction
         self.snapshot = Snapshot.empty()
         self.signature: Signature | None = None
 
@@ -339,9 +340,11 @@ class Transaction:
         It must be durable before any file of this write is: a crash could otherwise
         leave files no writer would ever look for. Only its name matters: it is a hard
         link to the history file where there is one, which allocates no inode. On ext4
-        without a journal, a new file's inode skips, one by one, those freed in the last
-        5 to 30 seconds: 160-490 us per new file in the benchmarks' folder, where many
-        files had just been deleted, against 9 us per link (measured).
+        without a journal, a new file's inode skips, one by one, those freed recently:
+        160-490 us per new file in the benchmarks' folder, where many files had just been
+        deleted, against 9 us per link (measured). On Windows, removing the link can fail
+        while another process reads the history; the next writer then merely looks for
+        leftovers in vain.
         """
         try:
             os.link(history_path(self.paths.metadata), self.paths.pending)
@@ -351,6 +354,18 @@ class Transaction:
             # Waited for before this write creates any file (see _marker_is_durable): the
             # fsync runs while the write plans, reads and encodes its first file.
             self._marker_sync = background(fsync_path, self.paths.pending.parent)
+
+    def remove_marker(self) -> None:
+        """Remove the marker now, and not when the transaction ends.
+
+        For a transaction that removes the lock file (the dataset is deleted): a writer
+        waiting for the lock then takes a new lock file at once, and must not find this
+        marker, take it for an interrupted write's, and see it removed under its feet.
+        """
+        self._marker_is_durable()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.paths.pending)
+        self._marker_removed = True
 
     def _marker_is_durable(self) -> None:
         """Wait until the marker created by this write is durable (before creating files)."""
@@ -450,7 +465,7 @@ class Transaction:
                 staged_metadata = [] if self._staged_metadata is None else [self._staged_metadata]
                 for path in [*self._staged, *self._placed, *staged_metadata]:
                     self._clean = discard(path) and self._clean
-            if self._clean:
+            if self._clean and not self._marker_removed:
                 # Not made durable: if the removal is lost, the next writer merely looks
                 # for leftovers in vain.
                 with contextlib.suppress(OSError):

@@ -605,6 +605,7 @@ class OrderedParquetDataset(_Reader):
                 _remove_own_files(paths.folder)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(history_path(paths.metadata))
+                txn.remove_marker()  # before the lock file: see Transaction.remove_marker
                 # Unlinked while held: a waiting writer sees a dead inode and retries.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(paths.lock)

@@ -133,8 +133,8 @@ def remember_footer(footer: bytes, metadata: Struct | Callable[[], Struct]) -> N
 
     A coalescing write reads the footers of the files it copies: the write that made a
     file knows its footer already. ``metadata`` must be what decoding ``footer`` gives, or
-    a function returning it, called the first time it is needed (it must not hold on to
-    much memory); it is not to be modified afterwards.
+    a pure function returning it, called when first needed (threads may both call it; it
+    must not hold on to much memory); it is not to be modified afterwards.
     """
     _remember(footer, metadata)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +112,36 @@ def test_the_marker_is_a_link_to_the_history_once_there_is_one(tmp_path: Path) -
     assert seen == [(False, 1), (True, 2)]
     assert not marker(ds).exists() and history.stat().st_nlink == 1
     assert len(ds.history()) == 2
+
+
+@pytest.mark.parametrize("errno_name", ["EPERM", "EXDEV", "EMLINK"])
+def test_a_marker_that_cannot_be_a_link_is_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    ds.write(df=frame(0, 10))
+    links: list[str] = []
+
+    def no_link(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        links.append(str(dst))
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", no_link)
+    during: list[int] = []
+
+    def hook(step: str, path: Path) -> None:
+        if step == "after_data_file":
+            during.append(marker(ds).stat().st_nlink)
+
+    previous = faults.install(hook)
+    try:
+        ds.write(df=frame(10, 10))
+    finally:
+        faults.install(previous)
+    assert links == [str(marker(ds))] and during == [1]  # a file of its own
+    assert not marker(ds).exists()
+    assert_same_rows(ds.to_pandas(), frame(0, 20))
 
 
 def test_refused_write_inside_the_lock_removes_its_marker(tmp_path: Path) -> None:
@@ -302,3 +335,57 @@ def test_detached_finds_the_callers_buffers_among_many_and_overlapping_ranges() 
     base[:] = -1
     assert result.column("b").chunks[1].to_pylist() == [70.0 + i for i in range(20)]
     assert result.column("a").chunks[1].to_pylist() == [30.0 + i for i in range(20)]
+
+
+_REMOVE_WHILE_A_WRITER_WAITS = """
+import os, sys, threading
+from pathlib import Path
+import numpy as np, pandas as pd
+from oupsish import OrderedParquetDataset, faults
+
+root = Path(sys.argv[1])
+def frame(start, n):
+    return pd.DataFrame({"ts": np.arange(start, start + n), "x": np.arange(n)})
+OrderedParquetDataset(root / "ds", ordered_on="ts").write(df=frame(0, 10))
+lock_gone, writer_placed, remover_done = threading.Event(), threading.Event(), threading.Event()
+real_unlink = os.unlink
+def unlink(path, *args, **kwargs):
+    real_unlink(path, *args, **kwargs)
+    if str(path).endswith("ds.lock") and threading.current_thread().name == "remover":
+        lock_gone.set()  # the waiting writer takes a new lock file now
+        writer_placed.wait(10)
+os.unlink = unlink
+def hook(step, path):
+    if step == "after_data_file_placed" and threading.current_thread().name == "writer":
+        writer_placed.set()
+        remover_done.wait(10)  # the remover's transaction ends
+        os._exit(0)  # the writer dies with its files placed, uncommitted
+faults.install(hook)
+def remover():
+    OrderedParquetDataset(root / "ds").remove_from_disk()
+    remover_done.set()
+def writer():
+    lock_gone.wait(10)
+    OrderedParquetDataset(root / "ds", ordered_on="ts").write(df=frame(100, 15))
+threading.Thread(target=remover, name="remover").start()
+threading.Thread(target=writer, name="writer").start()
+threading.Event().wait(20)
+os._exit(3)
+"""
+
+
+def test_a_writer_that_dies_right_after_a_removal_is_cleaned_up(tmp_path: Path) -> None:
+    # The removal unlinks the lock file while a writer waits for it: that writer starts
+    # before the removal's transaction ends, which must not remove the writer's marker.
+    done = subprocess.run(
+        [sys.executable, "-c", _REMOVE_WHILE_A_WRITER_WAITS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    assert marker(ds).exists(), "the dead writer's marker"
+    ds.write(df=frame(200, 5))
+    assert unretired_files(ds.dirpath) == sorted(p.name for p in ds.files)
+    assert ds.verify() == []
