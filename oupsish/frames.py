@@ -73,7 +73,7 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
         )
     if len(df) == 0:
         return df  # no rows: nothing to write, whatever the columns
-    names = df.columns.tolist()
+    names: list[Any] = df.columns.tolist()
     plain_names = all(isinstance(name, str) for name in names)
     if plain_names:  # without the hash table pandas builds on an index's first lookup
         unique, present = len(set(names)) == len(names), ordered_on in names
@@ -96,7 +96,14 @@ def check_frame(df: object, ordered_on: OrderedOn, dataset: str) -> pd.DataFrame
         values = _numpy_values(df, names.index(ordered_on))
         if values is not None and values.dtype.kind in "iufM" and _sorted_without_nulls(values):
             return df
-    check_ordered_column(df[ordered_on], ordered_on, dataset)
+    column: Any = df[ordered_on]  # a frame if it is a first level of several names
+    if isinstance(column, pd.DataFrame):
+        labels = [name for name in names if isinstance(name, tuple) and name[0] == ordered_on]
+        raise InvalidFrameError(
+            f"ordered_on {ordered_on!r} names {column.shape[1]} columns of the frame, "
+            f"{labels}; it must name one (dataset '{dataset}')."
+        )
+    check_ordered_column(column, ordered_on, dataset)
     return df
 
 
@@ -166,7 +173,7 @@ def _sorted_without_nulls(values: npt.NDArray[Any]) -> bool:
     smallest integer, then can only be the first value if the rest are sorted.
     """
     if values.dtype.kind == "M":
-        values = values.view(np.int64)
+        values = values.view(np.dtype(np.int64).newbyteorder(values.dtype.byteorder))
         if values[0] == _NAT:
             return False
     return values[0] == values[0] and bool(np.all(values[1:] >= values[:-1]))
@@ -330,12 +337,24 @@ def frame_to_table(df: pd.DataFrame, stored: pa.Schema | None, dataset: str) -> 
     try:
         # Threads only pay off on large frames; starting them costs ~3 ms per call.
         threads = None if len(df) * len(df.columns) > 1_000_000 else 1
-        table = pa.Table.from_pandas(df, preserve_index=False, nthreads=threads)
+        table = pa.Table.from_pandas(
+            _with_native_byte_order(df), preserve_index=False, nthreads=threads
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise InvalidFrameError(
             f"the frame cannot be converted to Arrow: {error} (dataset '{dataset}')."
         ) from error
     return conform_table(table, stored, dataset)
+
+
+def _with_native_byte_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Return ``df`` with its big-endian numpy columns (pyarrow refuses them) made native."""
+    swapped = {
+        name: dtype.newbyteorder("=")
+        for name, dtype in df.dtypes.items()
+        if isinstance(dtype, np.dtype) and not dtype.isnative
+    }
+    return df.astype(swapped) if swapped else df
 
 
 def _plain_arrays(df: pd.DataFrame, stored: pa.Schema) -> list[pa.Array[Any]] | None:
@@ -351,7 +370,7 @@ def _plain_arrays(df: pd.DataFrame, stored: pa.Schema) -> list[pa.Array[Any]] | 
     arrays = []
     for position, field in enumerate(stored):
         values = _numpy_values(df, position)
-        if values is None or values.dtype.kind not in "biufM":
+        if values is None or values.dtype.kind not in "biufM" or not values.dtype.isnative:
             return None
         if pa.from_numpy_dtype(values.dtype) != field.type:
             return None

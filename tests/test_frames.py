@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oupsish import OrderedParquetDataset
 from oupsish.errors import InvalidFrameError
-from oupsish.frames import check_frame, frame_to_table
+from oupsish.frames import _sorted_without_nulls, check_frame, frame_to_table
 
 COLUMN_KINDS: dict[str, Callable[[np.random.Generator, int], Any]] = {
     "float": lambda rng, n: np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
@@ -106,3 +108,36 @@ def test_ordered_column_checks(values: np.ndarray[Any, Any], clean: bool) -> Non
     else:
         with pytest.raises(InvalidFrameError, match="null/NaN/NaT"):
             check_frame(df, "k", "ds")
+
+
+def test_big_endian_columns_are_written_as_their_values(tmp_path: Path) -> None:
+    # pyarrow refuses byte-swapped arrays; pandas keeps them (from FITS or HDF5 files).
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+    for start in (0, 5):
+        ds.write(
+            df=pd.DataFrame(
+                {
+                    "ts": np.arange(start, start + 5, dtype=">i8"),
+                    "x": np.arange(start, start + 5, dtype=">f8") / 2,
+                }
+            )
+        )
+    result = ds.to_pandas()
+    assert result is not None
+    assert result["ts"].tolist() == list(range(10))
+    assert result["x"].tolist() == [value / 2 for value in range(10)]
+
+
+def test_big_endian_datetimes_are_checked_as_their_values() -> None:
+    # pandas makes them native in a frame; the check itself takes any byte order.
+    dates = np.array(["2024-01-01", "2024-01-02", "2025-03-01"], dtype=">M8[ns]")
+    assert _sorted_without_nulls(dates)
+    assert not _sorted_without_nulls(dates[::-1].copy())
+    assert not _sorted_without_nulls(np.array(["NaT", "2024-01-01"], dtype=">M8[ns]"))
+
+
+def test_ordered_on_naming_several_columns_is_refused() -> None:
+    columns = pd.MultiIndex.from_tuples([("ts", "a"), ("ts", "b")])
+    df = pd.DataFrame(np.arange(6).reshape(3, 2), columns=columns)
+    with pytest.raises(InvalidFrameError, match=r"names 2 columns .*\('ts', 'a'\)"):
+        check_frame(df, "ts", "ds")
