@@ -141,3 +141,16 @@ def test_ordered_on_naming_several_columns_is_refused() -> None:
     df = pd.DataFrame(np.arange(6).reshape(3, 2), columns=columns)
     with pytest.raises(InvalidFrameError, match=r"names 2 columns .*\('ts', 'a'\)"):
         check_frame(df, "ts", "ds")
+
+
+def test_frames_with_labels_other_than_strings_keep_pandas_rules() -> None:
+    df = pd.DataFrame({"ts": np.arange(3), 1: np.zeros(3), (2, "a"): np.ones(3)})
+    assert check_frame(df, "ts", "ds") is df
+    unsorted = df.iloc[::-1].reset_index(drop=True)
+    with pytest.raises(InvalidFrameError, match="sorted ascending on 'ts'"):
+        check_frame(unsorted, "ts", "ds")
+    repeated = pd.DataFrame(np.zeros((2, 3)), columns=["ts", np.nan, np.nan])
+    with pytest.raises(InvalidFrameError, match="must be unique"):
+        check_frame(repeated, "ts", "ds")
+    with pytest.raises(InvalidFrameError, match="not in the frame's columns"):
+        check_frame(df, "other", "ds")

@@ -4,6 +4,7 @@ byte for byte the files pyarrow writes, or left to pyarrow."""
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,25 @@ def test_footers_written_here_are_not_decoded_again(
         ds.write(df=frame, row_group_target_size=30_000, max_n_off_target_rgs=2)
     assert len(ds) < 8 and read  # merges copied files, reading their footers
     assert decoded == []
+
+
+def test_a_footer_kept_to_build_is_built_alike_by_threads_at_once() -> None:
+    # The decoded form of a footer written here is built when first asked for; threads
+    # asking at once may each build it, and must get equal structs.
+    table = pa.table({"t": pa.array(np.arange(20_000)), "x": pa.array(np.ones(20_000))})
+    data = b"".join(plain_encode.encoded_pieces(table, "none", {}) or [])
+    (size,) = struct.unpack("<I", data[-8:-4])
+    expected = thrift.decode(data[-8 - size : -8])[0]
+    start = threading.Barrier(4)
+    found: list[Any] = []
+
+    def read() -> None:
+        start.wait()
+        found.append(stitch._footer(stitch.Source.of_bytes(data))[0])
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 4 and all(footer == expected for footer in found)

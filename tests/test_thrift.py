@@ -306,26 +306,43 @@ def test_nesting_is_bounded() -> None:
         decode(encode(value))
 
 
+_FILLABLE = (I16, I32, I64, BINARY)
+
+
+def _with_holes(
+    value: Any, wire_type: int, template: Template, values: dict[Any, Any], draw: Any
+) -> Any:
+    """Return ``value`` with some integer and binary leaves, at any depth, made holes."""
+    if wire_type in _FILLABLE:
+        if not draw(st.booleans()):
+            return value
+        key = len(values)
+        values[key] = value
+        return template.binary(key) if wire_type == BINARY else template.integer(key)
+    if wire_type == STRUCT:
+        return Struct(
+            {
+                field_id: (kind, _with_holes(item, kind, template, values, draw))
+                for field_id, (kind, item) in value.fields.items()
+            }
+        )
+    if wire_type in (LIST, SET):
+        element_type, items = value
+        return element_type, [
+            _with_holes(item, element_type, template, values, draw) for item in items
+        ]
+    return value
+
+
 @given(_structs(0), st.data())
 def test_templates_encode_as_the_struct_with_their_values(
     value: Struct, data: st.DataObject
 ) -> None:
-    fillable = [
-        field_id
-        for field_id, (wire_type, _) in value.fields.items()
-        if wire_type in (I16, I32, I64, BINARY)
-    ]
-    holes = data.draw(st.lists(st.sampled_from(fillable), unique=True) if fillable else st.just([]))
     template = Template()
-    with_holes = Struct(dict(value.fields))
-    for field_id in holes:
-        wire_type = value.fields[field_id][0]
-        if wire_type == BINARY:
-            with_holes.set(field_id, wire_type, template.binary(field_id))
-        else:
-            with_holes.set(field_id, wire_type, template.integer(field_id))
+    values: dict[Any, Any] = {}
+    with_holes = _with_holes(value, STRUCT, template, values, data.draw)
     template.compile(with_holes)
-    assert template.encode({field_id: value.get(field_id) for field_id in holes}) == encode(value)
+    assert template.encode(values) == encode(value)
 
 
 def test_a_template_hole_takes_its_value_everywhere_and_must_be_there() -> None:
