@@ -298,7 +298,8 @@ def _header(page: _Page, compressed: int) -> bytes:
     """Return a page's header, for a body of ``compressed`` bytes."""
     max_bytes = page.column.maxima[page.index].tobytes()
     min_bytes = page.column.minima[page.index].tobytes()
-    return page.column.form.header_form(page.n_values).header(compressed, max_bytes, min_bytes)
+    values = {"compressed": compressed, "max_bytes": max_bytes, "min_bytes": min_bytes}
+    return page.column.form.header_form(page.n_values).encode(values)
 
 
 def _file(

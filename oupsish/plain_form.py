@@ -3,10 +3,9 @@
 :mod:`oupsish.plain_encode` writes such files itself, byte for byte as pyarrow would. What
 it does not compute it learns here, from pyarrow's own file of one made-up row of the
 same schema and codec (:func:`learn_form`): the footer (schema, key-value metadata,
-``created_by``, column orders), each column chunk's fields, and each page header, encoded
-once with sentinels in place of its bounds so that a page's header is that encoding with
-its compressed size and bounds patched in (:class:`HeaderForm`); the footer is likewise
-kept encoded with holes for the counts, sizes and bounds of each file (:class:`Form`).
+``created_by``, column orders), each column chunk's fields, and each page header. Page
+headers and footers are kept encoded with holes for what varies, their compressed size,
+counts and bounds (:class:`~oupsish.thrift.Template`), filled in for each page and file.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from oupsish.thrift import (
     Template,
     ThriftError,
     decode,
-    encode,
     varint,
 )
 
@@ -41,7 +39,6 @@ __all__ = [
     "ChunkCounts",
     "ColumnForm",
     "Form",
-    "HeaderForm",
     "definition_levels",
     "filled_statistics",
     "learn_form",
@@ -57,7 +54,6 @@ PROBE_ROWS = ROWS_PER_PAGE + 1_234
 _REQUIRED, _OPTIONAL = 0, 1
 _MAX_FIELDS, _MIN_FIELDS = (1, 5), (2, 6)  # Statistics: max, min, max_value, min_value
 _STATISTICS_FIELDS = frozenset({1, 2, 3, 5, 6, 7, 8})
-_SENTINELS = (b"\xa7\x3e\x91\x5c\xd2\x0b\x6f\xe4", b"\x5b\xc8\x14\xf9\x2a\x86\xd3\x70")
 
 
 def values_dtype(arrow_type: pa.DataType) -> np.dtype[Any] | None:
@@ -83,25 +79,6 @@ def values_dtype(arrow_type: pa.DataType) -> np.dtype[Any] | None:
     return None
 
 
-@dataclass(frozen=True)
-class HeaderForm:
-    """A page header of a given row count, encoded, its compressed size and bounds left out."""
-
-    head: bytes  # up to the compressed size
-    tail: bytes  # after it, the bounds to patch
-    max_at: tuple[int, ...]  # where the maximum goes in ``tail``
-    min_at: tuple[int, ...]
-
-    def header(self, compressed: int, max_bytes: bytes, min_bytes: bytes) -> bytes:
-        """Return the header of a page of ``compressed`` bytes and these bounds."""
-        tail = bytearray(self.tail)
-        for at in self.max_at:
-            tail[at : at + len(max_bytes)] = max_bytes
-        for at in self.min_at:
-            tail[at : at + len(min_bytes)] = min_bytes
-        return self.head + varint(compressed << 1) + tail  # an i32, zigzag-encoded
-
-
 _PARTIAL_FORMS_KEPT = 64
 
 
@@ -114,11 +91,15 @@ class ColumnForm:
     chunk: Struct  # ColumnChunk, to fill in
     optional: bool
     levels: bytes  # the definition levels of a full page (empty if required)
-    full: HeaderForm  # the header of a full page
-    partial: dict[int, HeaderForm] = dataclasses.field(default_factory=dict)  # by row count
+    full: Template  # the header of a full page (holes: compressed, max_bytes, min_bytes)
+    partial: dict[int, Template] = dataclasses.field(default_factory=dict)  # by row count
 
-    def header_form(self, n_values: int) -> HeaderForm:
-        """Return the form of the header of a page of ``n_values`` rows."""
+    def header_form(self, n_values: int) -> Template:
+        """Return the header of a page of ``n_values`` rows, with holes for what varies.
+
+        Its holes: ``compressed`` (the page's size in the file), ``max_bytes`` and
+        ``min_bytes`` (its bounds, if pages have statistics).
+        """
         if n_values == ROWS_PER_PAGE:
             return self.full
         form = self.partial.get(n_values)
@@ -300,41 +281,18 @@ def _column_form(data: bytes, chunk: Struct, element: Struct, dtype: np.dtype[An
     )
 
 
-def _header_form(header: Struct, n_values: int, width: int, optional: bool) -> HeaderForm:
-    """Encode the header of a page of ``n_values`` rows, with room for what varies."""
+def _header_form(header: Struct, n_values: int, width: int, optional: bool) -> Template:
+    """Return the header of a page of ``n_values`` rows, with holes for what varies."""
     size = len(definition_levels(n_values, optional)) + n_values * width
+    template = Template()
     page_statistics = header.get(5).get(5)
     statistics = None
     if page_statistics is not None:
-        statistics = filled_statistics(
-            page_statistics, _SENTINELS[0][:width], _SENTINELS[1][:width]
-        )
-    # Fields are encoded in order: the compressed size (field 3, zero: one byte) follows
-    # the type (1) and the size (2); the bounds are found by their sentinels.
-    full = encode(_page_header(header, n_values, size, 0, statistics))
-    head = Struct({1: header.fields[1]})
-    head.set(2, I32, size)
-    size_end = len(encode(head)) - 1  # without the stop byte
-    if full[size_end : size_end + 2] != bytes((0x10 | I32, 0)):
-        raise ThriftError("unexpected page header layout")
-    tail = full[size_end + 2 :]
-    max_at = tuple(_find_all(tail, _SENTINELS[0][:width]))
-    min_at = tuple(_find_all(tail, _SENTINELS[1][:width]))
-    if statistics is not None:
-        expected_max = sum(field_id in statistics.fields for field_id in _MAX_FIELDS)
-        expected_min = sum(field_id in statistics.fields for field_id in _MIN_FIELDS)
-        if len(max_at) != expected_max or len(min_at) != expected_min:
-            raise ThriftError("statistics not found in the page header")
-    return HeaderForm(full[: size_end + 1], tail, max_at, min_at)
-
-
-def _find_all(data: bytes, pattern: bytes) -> list[int]:
-    """Return where ``pattern`` starts in ``data``, every time."""
-    found, start = [], data.find(pattern)
-    while start >= 0:
-        found.append(start)
-        start = data.find(pattern, start + 1)
-    return found
+        bounds = template.binary("max_bytes"), template.binary("min_bytes")
+        statistics = filled_statistics(page_statistics, *bounds)
+    compressed = template.integer("compressed")
+    template.compile(_page_header(header, n_values, size, compressed, statistics))
+    return template
 
 
 def learn_form(first_row: pa.Table, compression: Any) -> Form:

@@ -291,7 +291,7 @@ class Template:
         parts.append(encoded[start:])
         self._parts, self._holes = parts, holes
 
-    def encode(self, values: Mapping[Hashable, Any]) -> bytes:
+    def encode(self, values: Mapping[Any, Any]) -> bytes:
         """Return the struct compiled with each hole's value from ``values``, by key."""
         parts = self._parts
         if parts is None:
