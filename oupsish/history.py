@@ -97,15 +97,14 @@ def history_path(metadata: Path) -> Path:
 def append_entry(path: Path, record: Mapping[str, Any], fsync: bool = True) -> None:
     """Append ``record`` as one line and make it durable (before the commit's swap)."""
     line = json.dumps(record, separators=(",", ":"), sort_keys=True).encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         size = os.fstat(fd).st_size
+        # A torn last line (a writer died mid-append) must not swallow this one.
         if size:
-            # A torn last line (a writer died mid-append) must not swallow this one.
-            with open(path, "rb") as file:
-                file.seek(size - 1)
-                if file.read(1) != b"\n":
-                    line = b"\n" + line
+            os.lseek(fd, size - 1, os.SEEK_SET)  # O_APPEND still writes at the end
+            if os.read(fd, 1) != b"\n":
+                line = b"\n" + line
         os.write(fd, line)
         if fsync:
             os.fsync(fd)

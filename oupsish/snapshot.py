@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -22,7 +22,14 @@ import pyarrow as pa
 from oupsish.frames import OrderedOn, ordered_values
 from oupsish.naming import DEFAULT_TOP_WIDTH, PositionKey, parse_name
 
-__all__ = ["STATS_COLUMNS", "FileChanges", "Snapshot", "file_changes", "stats_table"]
+__all__ = [
+    "STATS_COLUMNS",
+    "FileChanges",
+    "Snapshot",
+    "empty_stats",
+    "file_changes",
+    "stats_table",
+]
 
 STATS_COLUMNS = ("file_names", "n_rows", "ordered_on_mins", "ordered_on_maxs")
 
@@ -43,6 +50,12 @@ def stats_table(
             "ordered_on_maxs": pa.array(maxs, ordered_on_type),
         }
     )
+
+
+@lru_cache(maxsize=64)
+def empty_stats(ordered_on_type: pa.DataType) -> pa.Table:
+    """Return the statistics of no row group (immutable: one table per type is shared)."""
+    return stats_table([], [], [], [], ordered_on_type)
 
 
 def _read_only(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -91,7 +104,7 @@ class Snapshot:
             ordered_on=ordered_on,
             schema=None,
             key_value_metadata=MappingProxyType({}),
-            stats=stats_table([], [], [], [], pa.null()),
+            stats=empty_stats(pa.null()),
             exists=False,
         )
 

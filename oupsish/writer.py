@@ -58,7 +58,7 @@ from oupsish.plan import (
     plan_windows,
 )
 from oupsish.read import is_missing_file_error, read_row_groups
-from oupsish.snapshot import STATS_COLUMNS, Snapshot, stats_table
+from oupsish.snapshot import STATS_COLUMNS, Snapshot, empty_stats, stats_table
 from oupsish.stitch import Source, concatenate_row_groups, footer_agrees
 from oupsish.tail_cache import Tail
 
@@ -602,12 +602,14 @@ def _splice(
     parts.append(snapshot.stats.slice(previous))
     names += snapshot.file_names[previous:]
     kept = [part for part in parts if part.num_rows]
+    empty = empty_stats(arrow_type)
     if not kept:
-        return stats_table([], [], [], [], arrow_type), []
-    target = stats_table([], [], [], [], arrow_type).schema
+        return empty, []
+    target = empty.schema
+    kept = [part if part.schema.equals(target) else part.cast(target) for part in kept]
     # One chunk per column: appended slices would otherwise pile up, one more per commit,
     # and every later use of the statistics (planning, encoding) would walk them all.
-    return pa.concat_tables([part.cast(target) for part in kept]).combine_chunks(), names
+    return pa.concat_tables(kept).combine_chunks(), names
 
 
 def _plan(snapshot: Snapshot, prepared: Prepared, options: WriteOptions) -> list[Window]:
