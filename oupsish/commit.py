@@ -9,7 +9,8 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
    interrupted, remove its leftovers: hidden ``*.tmp`` files and data files the snapshot
    does not list. Then create the marker (durably) for this write; a clean exit removes it.
 3. Write each new row group to a hidden temporary file and ``fsync`` it in a background
-   thread, while the next file is encoded. Append the history line and write the new
+   thread, while the next file is encoded (with ``fsync=False``, small files are written
+   on that thread too). Append the history line and write the new
    metadata file to a temporary file; they are fsynced in the background too. Wait once
    for all these fsyncs, then rename each data file to its final name, which no snapshot
    has ever listed (its commit number is new), and ``fsync`` the folder.
@@ -42,6 +43,7 @@ import os
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -73,6 +75,9 @@ SUPERSEDED_SUFFIX = ".superseded"
 SUPERSEDED_RETENTION_SECONDS = 600.0
 """How long superseded files stay readable for readers of older snapshots."""
 PENDING_SUFFIX = ".pending"
+MAX_FILES_IN_FLIGHT = 8
+"""Files a write may have staged whose background write or ``fsync`` is not done: the
+next waits for the oldest."""
 
 StageWriter = Callable[[Path, bool, Callable[[], None]], Future[None]]
 """How :meth:`Transaction.stage` writes a file: ``write(path, sync, before_create)``."""
@@ -296,7 +301,8 @@ class Transaction:
         self._lock_timeout = lock_timeout
         self._known = known
         self._staged: list[Path] = []  # temporary files
-        self._syncing: list[Future[None]] = []  # their fsyncs, running in the background
+        self._syncing: list[Future[None]] = []  # their writes or fsyncs, in the background
+        self._in_flight: deque[Future[None]] = deque()  # those of _syncing maybe not done
         self._placed: list[Path] = []  # staged files already renamed to final names
         self._staged_metadata: Path | None = None  # the next metadata file, until renamed
         self._marker_sync: Future[None] | None = None  # the pending marker's fsync
@@ -377,20 +383,31 @@ class Transaction:
         """Write the data file ``name`` under a hidden name, durably unless ``fsync=False``.
 
         ``write(path, sync, before_create)`` creates the file after ``before_create()``
-        returns, and returns the future of its last ``fsync``: it runs in the background
-        while the next file is encoded.
+        returns, and returns the future of its last ``fsync`` (or, for a file written in
+        the background, of its writing): it runs while the next file is encoded. An error
+        of an earlier file's future found done is raised here.
         """
         if not self._staged and not self._placed and not self.paths.folder.is_dir():
             self._marker_is_durable()
             self.paths.folder.mkdir(parents=True, exist_ok=True)
         temporary = temporary_path(self.paths.data_file(name))
         self._staged.append(temporary)
-        self._syncing.append(write(temporary, self._fsync, self._marker_is_durable))
+        future = write(temporary, self._fsync, self._marker_is_durable)
+        self._syncing.append(future)
+        self._in_flight.append(future)
+        while self._in_flight and (
+            len(self._in_flight) > MAX_FILES_IN_FLIGHT or self._in_flight[0].done()
+        ):
+            # Bounds the memory (and descriptors) of files not yet written or flushed.
+            error = self._in_flight.popleft().exception()
+            if error is not None:
+                raise error
         faults.checkpoint("after_data_file", temporary)
 
     def _wait_for_fsyncs(self) -> None:
         """Wait for every background fsync; raise the first error, once all are done."""
         syncing, self._syncing = self._syncing, []
+        self._in_flight.clear()
         errors = [future.exception() for future in syncing]
         for error in errors:
             if error is not None:

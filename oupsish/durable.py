@@ -22,7 +22,7 @@ import errno
 import io
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
     "read_at",
     "start_writeback",
     "wait_for_background",
+    "write_in_background",
 ]
 
 _T = TypeVar("_T")
@@ -270,6 +271,58 @@ class SyncedFile(io.RawIOBase):
             if self._flushing is not None:
                 self._flushing.exception()  # wait: the descriptor must outlive its fsync
             os.close(fd)
+
+
+def write_in_background(
+    path: Path, pieces: Sequence[Any], before_create: Callable[[], None] | None = None
+) -> Future[None]:
+    """Write the new file ``path`` of ``pieces`` on a background thread, without flushing it.
+
+    For files whose bytes are all in memory (``pieces``: buffers, and ranges of open files
+    to copy), written without ``fsync``: the writer prepares its commit meanwhile, and the
+    system calls (creating the file, writing, copying) run beside it. The ranges' files
+    are duplicated, so the caller may close its own descriptors as soon as this returns.
+    ``before_create()`` runs first, on the caller's thread. The future is done once the
+    file is closed.
+    """
+    if before_create is not None:
+        before_create()
+    owned: list[Any] = []
+    try:
+        for piece in pieces:
+            if isinstance(piece, FileRange):
+                piece = FileRange(os.dup(piece.fd), piece.offset, piece.length)
+            owned.append(piece)
+        return background(_write_and_close, path, owned)
+    except BaseException:
+        _close_ranges(owned)
+        raise
+
+
+def _write_and_close(path: Path, pieces: list[Any]) -> None:
+    file = SyncedFile(path, sync=False)
+    try:
+        buffers: list[Any] = []
+        for piece in pieces:
+            if isinstance(piece, FileRange):
+                file.write_pieces(buffers, sys.maxsize)
+                buffers = []
+                file.copy(piece)
+            else:
+                buffers.append(piece)
+        file.write_pieces(buffers, sys.maxsize)
+        file.finish()
+    except BaseException:
+        file.abandon()
+        raise
+    finally:
+        _close_ranges(pieces)
+
+
+def _close_ranges(pieces: list[Any]) -> None:
+    for piece in pieces:
+        if isinstance(piece, FileRange):
+            os.close(piece.fd)
 
 
 def drop_cached_pages(path: Path, write_back: bool = False) -> None:

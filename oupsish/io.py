@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oupsish.column_join import plan_groups
-from oupsish.durable import FileRange, SyncedFile
+from oupsish.durable import FileRange, SyncedFile, write_in_background
 from oupsish.parallel_encode import Spill, encode_in_parts
 from oupsish.plain_encode import encoded_pieces
 from oupsish.threads import LazyPool, cpu_count
@@ -211,15 +211,23 @@ def _encode_part(
     _encode(sink, table, options, before_close)
 
 
-def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
-    """Return the Parquet file of ``table``, one row group, encoded in memory."""
+def _encoded_pieces(table: pa.Table, options: ParquetOptions) -> list[Any]:
+    """Return the Parquet file of ``table``, one row group, encoded in memory, in pieces."""
     pieces = _direct_pieces(table, options)
     if pieces is not None:
-        return pa.py_buffer(b"".join(pieces))
+        return list(pieces)
     memory = pa.BufferOutputStream()
     if not _encode_to(memory.write, table, options):
         _encode(memory, table, options)
-    return memory.getvalue()
+    return [memory.getvalue()]
+
+
+def encode(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
+    """Return the Parquet file of ``table``, one row group, encoded in memory."""
+    pieces = _encoded_pieces(table, options)
+    if len(pieces) == 1 and isinstance(pieces[0], pa.Buffer):
+        return pieces[0]
+    return pa.py_buffer(b"".join(pieces))
 
 
 def write_file(
@@ -244,11 +252,23 @@ def write_file(
     the file's bytes in pieces and ranges of other files to copy (:mod:`oupsish.stitch`),
     is written instead of encoding ``table``.
 
+    Without ``sync``, a file whose bytes are all in memory (``encoded``, or a table under
+    ``PARALLEL_MIN_BYTES`` encoded here) is written on a background thread while the
+    caller goes on (:func:`~oupsish.durable.write_in_background`): 10k-row live appends
+    with ``fsync=False`` ran 12% faster (1.98M to 2.22M rows/s, medians of 6 alternating
+    runs). Flushed files are not: a durable write then waits for its disk instead of its
+    CPU (measured: no faster), and large copies must start their writeback as they go.
+
     Returns
     -------
     Future
         Done when the file is closed, after its final ``fsync`` if ``sync``.
     """
+    if not sync:
+        if encoded is None and table.nbytes < PARALLEL_MIN_BYTES:
+            encoded = _encoded_pieces(table, options)
+        if encoded is not None:
+            return write_in_background(path, encoded, before_create)
     file = SyncedFile(path, sync=sync, before_create=before_create)
     try:
         if encoded is not None:

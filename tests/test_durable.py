@@ -7,7 +7,10 @@ import errno
 import mmap
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from conftest import FilesOpenUnder
 
 from oupsish import OrderedParquetDataset, durable
 from oupsish import io as parquet_io
+from oupsish.commit import MAX_FILES_IN_FLIGHT
 from oupsish.durable import FileRange, SyncedFile
 from oupsish.testing import assert_same_rows
 
@@ -248,6 +252,86 @@ def test_a_long_range_is_sent_to_disk_piece_by_piece(
         file.finish().result()
     piece = durable.COPY_PIECE_BYTES
     assert sent == [(0, 4), (4, piece), (4 + piece, piece), (4 + 2 * piece, 5)]
+
+
+def deferred_background(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], None]]:
+    """Hold what ``durable.background`` is given; the test runs it when it chooses."""
+    held: list[Callable[[], None]] = []
+
+    def hold(function: Callable[..., None], *args: Any) -> Future[None]:
+        held.append(lambda: function(*args))
+        return Future()
+
+    monkeypatch.setattr(durable, "background", hold)
+    return held
+
+
+def test_a_file_written_in_the_background_copies_from_its_own_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files_open_under: FilesOpenUnder
+) -> None:
+    held = deferred_background(monkeypatch)
+    source = tmp_path / "source"
+    source.write_bytes(bytes(range(251)) * 100)
+    created: list[bool] = []
+    with open(source, "rb") as opened:
+        pieces = [b"head", FileRange(opened.fileno(), 10, 500), memoryview(b"tail")]
+        durable.write_in_background(tmp_path / "f", pieces, lambda: created.append(True))
+    assert created == [True] and not (tmp_path / "f").exists()
+    (write,) = held
+    write()  # after the caller closed its descriptor
+    data = source.read_bytes()
+    assert (tmp_path / "f").read_bytes() == b"head" + data[10:510] + b"tail"
+    assert files_open_under(tmp_path) == []
+
+
+def test_a_failed_background_write_closes_every_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files_open_under: FilesOpenUnder
+) -> None:
+    held = deferred_background(monkeypatch)
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789")
+    with open(source, "rb") as opened:
+        durable.write_in_background(tmp_path / "f", [FileRange(opened.fileno(), 5, 10)])
+    (write,) = held
+    with pytest.raises(OSError, match="ended early"):
+        write()
+    assert files_open_under(tmp_path) == []
+
+
+def test_files_written_in_the_background_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write of many small row groups, each file slow to write: the writer waits rather
+    # than holding every encoded file in memory.
+    real_write = durable._write_and_close
+    lock = threading.Lock()
+    unfinished, peak = [0], [0]
+
+    def slow_write(path: Path, pieces: list[Any]) -> None:
+        time.sleep(0.005)
+        real_write(path, pieces)
+
+    def counted(*args: Any) -> Future[None]:
+        future = real_in_background(*args)
+        with lock:
+            unfinished[0] += 1
+            peak[0] = max(peak[0], unfinished[0])
+
+        def done(_: Future[None]) -> None:
+            with lock:
+                unfinished[0] -= 1
+
+        future.add_done_callback(done)
+        return future
+
+    real_in_background = durable.write_in_background
+    monkeypatch.setattr(durable, "_write_and_close", slow_write)
+    monkeypatch.setattr(parquet_io, "write_in_background", counted)  # as io imported it
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=False)
+    ds.write(df=frame(0, 400), row_group_target_size=10)
+    assert len(ds) == 40
+    assert MAX_FILES_IN_FLIGHT <= peak[0] <= MAX_FILES_IN_FLIGHT + 1
+    assert_same_rows(ds.to_pandas(), frame(0, 400))
 
 
 def test_a_range_past_the_end_of_its_file_fails(tmp_path: Path) -> None:

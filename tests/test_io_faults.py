@@ -153,9 +153,11 @@ def listing(folder: Path) -> set[str]:
     return set(os.listdir(folder)) | {f"../{name}" for name in os.listdir(folder.parent)}
 
 
-def run_faulty_write(folder: Path) -> None:
+def run_faulty_write(folder: Path, fsync: bool = True) -> None:
     try:
-        OrderedParquetDataset(folder).write(**{**FAULTY_WRITE, "df": FAULTY_WRITE["df"].copy()})
+        OrderedParquetDataset(folder, fsync=fsync).write(
+            **{**FAULTY_WRITE, "df": FAULTY_WRITE["df"].copy()}
+        )
     finally:
         # Some file operations run in the background (the hints about retired files'
         # cached pages, purges): every run counts and meets them all.
@@ -394,13 +396,23 @@ class FaultyDisk:
             yield self
 
 
+@pytest.fixture(scope="module", params=[True, False], ids=["durable", "fsync=False"])
+def fsync(request: pytest.FixtureRequest) -> bool:
+    """Both ways of writing: with ``fsync=False`` data files are written on another thread."""
+    flag: bool = request.param
+    return flag
+
+
 @pytest.fixture(scope="module")
-def operation_counts(template: Template, tmp_path_factory: pytest.TempPathFactory) -> Counter[str]:
+def operation_counts(
+    template: Template, tmp_path_factory: pytest.TempPathFactory, fsync: bool
+) -> Counter[str]:
     folder = copy_of(template, tmp_path_factory.mktemp("operations"))
     disk = FaultyDisk(folder.parent)
     with disk.installed():
-        run_faulty_write(folder)
-    assert all(disk.calls[operation] for operation in OPERATIONS), disk.calls
+        run_faulty_write(folder, fsync)
+    expected = OPERATIONS if fsync else tuple(op for op in OPERATIONS if op != "fsync")
+    assert all(disk.calls[operation] for operation in expected), disk.calls
     return disk.calls
 
 
@@ -411,6 +423,7 @@ def fail_once(
     fail_at: int,
     error: ErrorFactory,
     sticky: bool,
+    fsync: bool,
 ) -> None:
     """Run the faulty write on a fresh copy with one fault injected; check what follows."""
     folder = copy_of(template, tmp_path / f"{operation}{fail_at}")
@@ -419,7 +432,7 @@ def fail_once(
     raised: OSError | None = None
     with disk.installed():
         try:
-            run_faulty_write(folder)
+            run_faulty_write(folder, fsync)
         except OSError as exception:
             raised = exception
     assert disk.raised, f"call {fail_at} of {operation} was not made"
@@ -442,19 +455,25 @@ def fail_once(
 
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_error_in_file_operation(
-    template: Template, operation_counts: Counter[str], tmp_path: Path, operation: str
+    template: Template,
+    operation_counts: Counter[str],
+    tmp_path: Path,
+    operation: str,
+    fsync: bool,
 ) -> None:
     """Every call of the operation fails once in turn, with ENOSPC, EIO, EACCES in rotation."""
     names = sorted(ERRORS)
-    for fail_at in range(1, operation_counts[operation] + 1):
+    calls = operation_counts[operation]
+    assert calls or (operation == "fsync" and not fsync)
+    for fail_at in range(1, calls + 1):
         error = ERRORS[names[(fail_at + OPERATIONS.index(operation)) % len(names)]]
-        fail_once(template, tmp_path, operation, fail_at, error, sticky=False)
+        fail_once(template, tmp_path, operation, fail_at, error, sticky=False, fsync=fsync)
 
 
 def test_disk_failing_from_any_call_on(
-    template: Template, operation_counts: Counter[str], tmp_path: Path
+    template: Template, operation_counts: Counter[str], tmp_path: Path, fsync: bool
 ) -> None:
     """From the k-th call on, every operation fails: clean-up errors must not hide the first."""
     for fail_at in range(1, operation_counts["any"] + 1):
         error = ERRORS["EIO" if fail_at % 2 else "EACCES"]
-        fail_once(template, tmp_path, "any", fail_at, error, sticky=True)
+        fail_once(template, tmp_path, "any", fail_at, error, sticky=True, fsync=fsync)

@@ -331,8 +331,11 @@ def stitches(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
-def test_coalescing_writes_copy_pages_and_read_back(tmp_path: Path, stitches: list[bool]) -> None:
-    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts")
+@pytest.mark.parametrize("fsync", [True, False])  # without fsync, files are written on a thread
+def test_coalescing_writes_copy_pages_and_read_back(
+    tmp_path: Path, stitches: list[bool], fsync: bool
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=fsync)
     frames = [frame(step * 10, 10) for step in range(12)]
     for df in frames:
         ds.write(df=df, row_group_target_size=40, max_n_off_target_rgs=2)
