@@ -10,10 +10,10 @@ The protocol, in the order a write performs it (see ``docs/design.md``):
    does not list. Then create the marker (durably) for this write; a clean exit removes it.
 3. Write each new row group to a hidden temporary file and ``fsync`` it in a background
    thread, while the next file is encoded (with ``fsync=False``, small files are written
-   on that thread too). Append the history line and write the new
-   metadata file to a temporary file; they are fsynced in the background too. Wait once
-   for all these fsyncs, then rename each data file to its final name, which no snapshot
-   has ever listed (its commit number is new), and ``fsync`` the folder.
+   on that thread too). Append the history line and write the new metadata file to a
+   temporary file; they are fsynced in the background too. Rename each data file, once
+   written, to its final name, which no snapshot has ever listed (its commit number is
+   new), and ``fsync`` the folder in the background. Wait once for all these fsyncs.
 4. Commit: ``os.replace`` the temporary metadata file over ``<name>_opdmd`` and ``fsync``
    the parent folder. This single rename is the commit point: before it readers see the
    old state, after it the new one.
@@ -383,9 +383,10 @@ class Transaction:
         """Write the data file ``name`` under a hidden name, durably unless ``fsync=False``.
 
         ``write(path, sync, before_create)`` creates the file after ``before_create()``
-        returns, and returns the future of its last ``fsync`` (or, for a file written in
-        the background, of its writing): it runs while the next file is encoded. An error
-        of an earlier file's future found done is raised here.
+        returns, and returns the future of its last ``fsync``, which runs while the next
+        file is encoded. With ``sync``, every byte is written when it returns; without,
+        the file may still be written in the background, and the future is that writing's.
+        An error of an earlier file's future found done is raised here.
         """
         if not self._staged and not self._placed and not self.paths.folder.is_dir():
             self._marker_is_durable()
@@ -418,7 +419,8 @@ class Transaction:
         self._clean = False  # until every step below has succeeded
         changes = file_changes(self.snapshot, snapshot)
         # The history line and the next metadata file are written while the data files'
-        # fsyncs run, and fsynced beside them: one wait for all, not three in a row.
+        # fsyncs run, and fsynced beside them, as is the folder once the data files have
+        # their names: one wait for all, not a wait and then two folder fsyncs in a row.
         history = history_path(self.paths.metadata)
         self._marker_is_durable()
         append_entry(history, entry(self.snapshot, snapshot, changes), fsync=False)
@@ -428,16 +430,12 @@ class Transaction:
         staged_metadata.write_bytes(metadata)
         if self._fsync:
             self._syncing += [background(fsync_path, path) for path in (history, staged_metadata)]
+            self._place_staged()  # flushed files are written, only their fsyncs may run
+            if self._placed:
+                self._syncing.append(background(fsync_path, self.paths.folder))
         self._wait_for_fsyncs()
         faults.checkpoint("after_history", self.paths.metadata)
-        for temporary in self._staged:
-            final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
-            os.replace(temporary, final)
-            self._placed.append(final)
-            faults.checkpoint("after_data_file_placed", final)
-        self._staged.clear()
-        if self._placed and self._fsync:
-            fsync_path(self.paths.folder)
+        self._place_staged()  # without fsync, files written in the background, now written
         faults.checkpoint("before_metadata", self.paths.metadata)
         faults.checkpoint("before_replace", self.paths.metadata)
         os.replace(staged_metadata, self.paths.metadata)
@@ -466,6 +464,15 @@ class Transaction:
             faults.checkpoint("after_superseded_removal", self.paths.data_file(name))
         self._clean = clean
         self.snapshot = snapshot
+
+    def _place_staged(self) -> None:
+        """Rename the staged data files to their final names (still listed by no snapshot)."""
+        for temporary in self._staged:
+            final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
+            os.replace(temporary, final)
+            self._placed.append(final)
+            faults.checkpoint("after_data_file_placed", final)
+        self._staged.clear()
 
     def __exit__(
         self,

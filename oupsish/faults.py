@@ -15,8 +15,10 @@ __all__ = ["STEPS", "checkpoint", "install"]
 STEPS = (
     "after_leftover_removal",  # one leftover of an interrupted write was removed (under the lock)
     "after_data_file",  # a new row-group file is written (hidden name), its fsync started
-    "after_history",  # data files, history line and next metadata file are all durable
+    # A durable write renames its data files before it waits for its fsyncs; a write with
+    # fsync=False (whose files may be written in the background) after.
     "after_data_file_placed",  # one new row-group file got its final (still unlisted) name
+    "after_history",  # data files, their names, history line and next metadata file durable
     "before_metadata",  # every new file has its final name; the commit has not happened
     "before_replace",  # the next metadata file is durable, not yet in place
     "after_replace",  # the commit point has passed; the folder is not yet fsynced

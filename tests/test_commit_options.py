@@ -202,6 +202,41 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
     assert store.get(Key("b"), fsync=True)._fsync is True
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_data_files_are_named_and_their_names_durable_before_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    # A durable write renames its files before it waits for its fsyncs, the folder's
+    # among them; with fsync=False, its files may still be written until that wait.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=fsync)
+    ds.write(df=frame(0, 10))
+    folder = os.stat(ds.dirpath).st_ino
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync_noting_the_folder(fd: int) -> None:
+        real_fsync(fd)
+        if os.fstat(fd).st_ino == folder:
+            events.append("folder fsynced")
+
+    def hook(step: str, path: Path) -> None:
+        if step in ("after_data_file_placed", "after_history", "after_replace"):
+            events.append(step)
+
+    monkeypatch.setattr(os, "fsync", fsync_noting_the_folder)
+    previous = faults.install(hook)
+    try:
+        ds.write(df=frame(10, 10), row_group_target_size=5)  # two new files
+    finally:
+        faults.install(previous)
+    placed = ["after_data_file_placed"] * 2
+    if fsync:
+        assert events == [*placed, "folder fsynced", "after_history", "after_replace"]
+    else:
+        assert events == ["after_history", *placed, "after_replace"]
+    assert_same_rows(ds.to_pandas(), frame(0, 20))
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_can_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The parent's background fsync, encoder and reader threads do not exist in a forked
