@@ -45,7 +45,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import TracebackType
 
@@ -75,6 +75,8 @@ SUPERSEDED_SUFFIX = ".superseded"
 SUPERSEDED_RETENTION_SECONDS = 600.0
 """How long superseded files stay readable for readers of older snapshots."""
 PENDING_SUFFIX = ".pending"
+RENAMES_OPEN_FILES = os.name != "nt"
+"""Whether a file may be renamed while open (its fsync running): not on Windows."""
 MAX_FILES_IN_FLIGHT = 8
 """Files a write may have staged whose background write or ``fsync`` is not done: the
 next waits for the oldest."""
@@ -406,13 +408,39 @@ class Transaction:
         faults.checkpoint("after_data_file", temporary)
 
     def _wait_for_fsyncs(self) -> None:
-        """Wait for every background fsync; raise the first error, once all are done."""
-        syncing, self._syncing = self._syncing, []
+        """Wait for every background write and fsync; raise the first error, once all are done.
+
+        The futures are forgotten only once all are done: interrupted (``KeyboardInterrupt``),
+        the wait is taken up again by ``__exit__``.
+        """
+        errors = [future.exception() for future in self._syncing]
+        self._syncing = []
         self._in_flight.clear()
-        errors = [future.exception() for future in syncing]
         for error in errors:
             if error is not None:
                 raise error
+
+    def _settle(self) -> BaseException | None:
+        """Wait until no background write or fsync of this write runs, whatever interrupts.
+
+        A file still being written when the lock is released would be created after the
+        clean-up, and after the next writer's: nothing would ever remove it. Returns the
+        first interruption met (``KeyboardInterrupt``, say), for the caller to raise once
+        the clean-up is done.
+        """
+        interruption = None
+        for future in self._syncing:
+            while True:
+                try:
+                    future.exception()
+                    break
+                except CancelledError:
+                    break
+                except BaseException as error:  # the wait must end before the clean-up
+                    interruption = interruption or error
+        self._syncing = []
+        self._in_flight.clear()
+        return interruption
 
     def commit(self, snapshot: Snapshot) -> None:
         """Publish staged files and ``snapshot`` atomically, then remove superseded files."""
@@ -428,14 +456,21 @@ class Transaction:
         self._staged_metadata = staged_metadata
         metadata = encode(snapshot)
         staged_metadata.write_bytes(metadata)
+        # Flushed files are all written, only their fsyncs may still run: they are named
+        # at once, where an open file can be renamed.
+        early = self._fsync and RENAMES_OPEN_FILES
         if self._fsync:
             self._syncing += [background(fsync_path, path) for path in (history, staged_metadata)]
-            self._place_staged()  # flushed files are written, only their fsyncs may run
+        if early:
+            self._place_staged()
             if self._placed:
                 self._syncing.append(background(fsync_path, self.paths.folder))
         self._wait_for_fsyncs()
         faults.checkpoint("after_history", self.paths.metadata)
-        self._place_staged()  # without fsync, files written in the background, now written
+        if not early:  # files written in the background (fsync=False) are now written
+            self._place_staged()
+            if self._placed and self._fsync:
+                fsync_path(self.paths.folder)
         faults.checkpoint("before_metadata", self.paths.metadata)
         faults.checkpoint("before_replace", self.paths.metadata)
         os.replace(staged_metadata, self.paths.metadata)
@@ -480,11 +515,11 @@ class Transaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        interruption = None
         try:
             with contextlib.suppress(BaseException):
                 self._marker_is_durable()
-            with contextlib.suppress(BaseException):
-                self._wait_for_fsyncs()  # before removing the files they flush
+            interruption = self._settle()  # before removing the files they write or flush
             if not self._committed:
                 staged_metadata = [] if self._staged_metadata is None else [self._staged_metadata]
                 for path in [*self._staged, *self._placed, *staged_metadata]:
@@ -496,3 +531,5 @@ class Transaction:
                     os.unlink(self.paths.pending)
         finally:
             self._lock.release()
+        if interruption is not None and exc is None:
+            raise interruption

@@ -90,6 +90,9 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
 
 
 _fsync_threads = LazyPool(4, "oupsish-fsync")
+_write_threads = LazyPool(2, "oupsish-write")
+"""Files written in the background (:func:`write_in_background`): apart from the fsync
+threads, which also wait for retired files' writeback, so that no write waits behind it."""
 
 COPY_PIECE_BYTES = 2**20
 """Ranges of other files are copied in pieces of this size, each sent to the disk while the
@@ -293,7 +296,7 @@ def write_in_background(
             if isinstance(piece, FileRange):
                 piece = FileRange(os.dup(piece.fd), piece.offset, piece.length)
             owned.append(piece)
-        return background(_write_and_close, path, owned)
+        return _write_threads.submit(_write_and_close, path, owned)
     except BaseException:
         _close_ranges(owned)
         raise
@@ -380,6 +383,7 @@ def wait_for_background() -> None:
     Writers wait for their own fsyncs; this also waits for what they leave running
     after a commit (:func:`in_background`): page-cache hints and purges of retired files.
     """
+    _write_threads.join()
     _fsync_threads.join()
 
 

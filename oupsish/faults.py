@@ -18,7 +18,9 @@ STEPS = (
     # A durable write renames its data files before it waits for its fsyncs; a write with
     # fsync=False (whose files may be written in the background) after.
     "after_data_file_placed",  # one new row-group file got its final (still unlisted) name
-    "after_history",  # data files, their names, history line and next metadata file durable
+    # Data files, their names, history line and next metadata file all durable (written,
+    # with fsync=False).
+    "after_history",
     "before_metadata",  # every new file has its final name; the commit has not happened
     "before_replace",  # the next metadata file is durable, not yet in place
     "after_replace",  # the commit point has passed; the folder is not yet fsynced

@@ -8,9 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import oupsish.durable
-from oupsish import OrderedParquetDataset, Store, faults, file_read, toplevel
+from oupsish import OrderedParquetDataset, Store, commit, faults, file_read, toplevel
 from oupsish import io as parquet_io
 from oupsish.commit import is_superseded_name
 from oupsish.tail_cache import detached, memory_ranges
@@ -202,38 +205,94 @@ def test_fsync_false_skips_every_fsync(tmp_path: Path, monkeypatch: pytest.Monke
     assert store.get(Key("b"), fsync=True)._fsync is True
 
 
-@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize(
+    ("fsync", "renames_open_files"),
+    [(True, True), (True, False), (False, True)],
+    ids=["durable", "durable, Windows", "fsync=False"],
+)
 def test_data_files_are_named_and_their_names_durable_before_the_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool, renames_open_files: bool
 ) -> None:
     # A durable write renames its files before it waits for its fsyncs, the folder's
-    # among them; with fsync=False, its files may still be written until that wait.
+    # among them; where an open file cannot be renamed (Windows), after that wait, then
+    # fsyncs the folder. With fsync=False, its files may be written until that wait.
+    monkeypatch.setattr(commit, "RENAMES_OPEN_FILES", renames_open_files)
     ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=fsync)
     ds.write(df=frame(0, 10))
-    folder = os.stat(ds.dirpath).st_ino
     events: list[str] = []
-    real_fsync = os.fsync
+    real_background, real_fsync_path = oupsish.durable.background, oupsish.durable.fsync_path
 
-    def fsync_noting_the_folder(fd: int) -> None:
-        real_fsync(fd)
-        if os.fstat(fd).st_ino == folder:
+    def noting_fsync_path(path: Path) -> None:  # called by the writer itself
+        if path == ds.dirpath:
             events.append("folder fsynced")
+        real_fsync_path(path)
+
+    def noting_background(function: Callable[..., None], *args: Any) -> Future[None]:
+        if function is noting_fsync_path:
+            function = real_fsync_path
+            if args == (ds.dirpath,):
+                events.append("folder fsync started")
+        return real_background(function, *args)
 
     def hook(step: str, path: Path) -> None:
         if step in ("after_data_file_placed", "after_history", "after_replace"):
             events.append(step)
 
-    monkeypatch.setattr(os, "fsync", fsync_noting_the_folder)
+    monkeypatch.setattr("oupsish.commit.background", noting_background)
+    monkeypatch.setattr(commit, "fsync_path", noting_fsync_path)
     previous = faults.install(hook)
     try:
         ds.write(df=frame(10, 10), row_group_target_size=5)  # two new files
     finally:
         faults.install(previous)
     placed = ["after_data_file_placed"] * 2
-    if fsync:
-        assert events == [*placed, "folder fsynced", "after_history", "after_replace"]
-    else:
+    if not fsync:
         assert events == ["after_history", *placed, "after_replace"]
+    elif renames_open_files:
+        assert events == [*placed, "folder fsync started", "after_history", "after_replace"]
+    else:
+        assert events == ["after_history", *placed, "folder fsynced", "after_replace"]
+    assert_same_rows(ds.to_pandas(), frame(0, 20))
+
+
+class Interrupted(BaseException):
+    """Raised by a signal handler, as ``KeyboardInterrupt`` is by SIGINT's."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_an_interrupted_commit_waits_for_its_files_before_cleaning_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Interrupted while it waits for a file still being written in the background, a write
+    # must not clean up, and release the lock, before that file exists: created later,
+    # nothing would ever remove it.
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=False)
+    ds.write(df=frame(0, 10))
+    real_write = oupsish.durable._write_and_close
+
+    def slow_write(path: Path, pieces: list[Any]) -> None:
+        time.sleep(0.5)
+        real_write(path, pieces)
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # once
+        raise Interrupted
+
+    monkeypatch.setattr(oupsish.durable, "_write_and_close", slow_write)
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        with pytest.raises(Interrupted):
+            ds.write(df=frame(10, 10))  # waits for its file in the commit when interrupted
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    oupsish.durable.wait_for_background()
+    # No temporary file: the write removed its own (its marker stays, as after any failed
+    # commit; the next write looks for leftovers).
+    assert unretired_files(ds.dirpath) == sorted(p.name for p in ds.files)
+    ds.write(df=frame(10, 10))
     assert_same_rows(ds.to_pandas(), frame(0, 20))
 
 

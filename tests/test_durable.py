@@ -254,16 +254,22 @@ def test_a_long_range_is_sent_to_disk_piece_by_piece(
     assert sent == [(0, 4), (4, piece), (4 + piece, piece), (4 + 2 * piece, 5)]
 
 
-def deferred_background(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], None]]:
-    """Hold what ``durable.background`` is given; the test runs it when it chooses."""
-    held: list[Callable[[], None]] = []
+class HeldPool:
+    """Holds the tasks given to it; the test runs them when it chooses."""
 
-    def hold(function: Callable[..., None], *args: Any) -> Future[None]:
-        held.append(lambda: function(*args))
+    def __init__(self) -> None:
+        self.held: list[Callable[[], None]] = []
+
+    def submit(self, function: Callable[..., None], *args: Any) -> Future[None]:
+        self.held.append(lambda: function(*args))
         return Future()
 
-    monkeypatch.setattr(durable, "background", hold)
-    return held
+
+def deferred_background(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], None]]:
+    """Hold the files given to ``write_in_background``; the test writes them."""
+    pool = HeldPool()
+    monkeypatch.setattr(durable, "_write_threads", pool)
+    return pool.held
 
 
 def test_a_file_written_in_the_background_copies_from_its_own_descriptors(
@@ -332,6 +338,42 @@ def test_files_written_in_the_background_are_bounded(
     assert len(ds) == 40
     assert MAX_FILES_IN_FLIGHT <= peak[0] <= MAX_FILES_IN_FLIGHT + 1
     assert_same_rows(ds.to_pandas(), frame(0, 400))
+
+
+def test_a_failed_background_write_fails_the_write_while_it_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = OrderedParquetDataset(tmp_path / "ds", ordered_on="ts", fsync=False)
+    ds.write(df=frame(0, 10))
+    before = sorted(os.listdir(ds.dirpath))
+    attempts = [0]
+
+    def failing(path: Path, pieces: list[Any]) -> None:
+        attempts[0] += 1
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(durable, "_write_and_close", failing)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        ds.write(df=frame(10, 400), row_group_target_size=10)  # 40 files
+    monkeypatch.undo()
+    assert 1 <= attempts[0] <= MAX_FILES_IN_FLIGHT + 1  # not all 40 files encoded in vain
+    assert sorted(os.listdir(ds.dirpath)) == before
+    assert_same_rows(OrderedParquetDataset(tmp_path / "ds").to_pandas(), frame(0, 10))
+
+
+def test_a_background_write_that_cannot_start_closes_its_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files_open_under: FilesOpenUnder
+) -> None:
+    class ShutDown:
+        def submit(self, *args: Any) -> Future[None]:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(durable, "_write_threads", ShutDown())
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789")
+    with open(source, "rb") as opened, pytest.raises(RuntimeError, match="shutdown"):
+        durable.write_in_background(tmp_path / "f", [b"head", FileRange(opened.fileno(), 0, 5)])
+    assert files_open_under(tmp_path) == []
 
 
 def test_a_range_past_the_end_of_its_file_fails(tmp_path: Path) -> None:

@@ -9,13 +9,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 
 from oupsish import DatasetView, OrderedParquetDataset
 from oupsish.naming import is_data_file_name
+from oupsish.plan import Window
+from oupsish.snapshot import Snapshot, empty_stats, stats_table
 from oupsish.testing import ReferenceModel, assert_same_rows
 from oupsish.testing.strategies import write_sequences
+from oupsish.writer import _splice
 
 
 def all_rows(reader: OrderedParquetDataset | DatasetView) -> pd.DataFrame:
@@ -95,3 +99,28 @@ def test_large_random_sequence_matches_model(tmp_path: Path) -> None:
         model.write(df, duplicates_on="key")
     assert_same_rows(ds.to_pandas(), model.frame)
     check_layout(ds)
+
+
+def test_statistics_of_another_type_are_cast_when_spliced() -> None:
+    # Bounds stored as timestamp[us] next to a window's of timestamp[ns]: the result has
+    # the ordered column's type throughout (only parts of another type are cast).
+    stored_type, new_type = pa.timestamp("us"), pa.timestamp("ns")
+    times = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).as_unit("us")
+    names = ["file_0001-1.parquet", "file_0002-1.parquet", "file_0003-1.parquet"]
+    snapshot = Snapshot.empty("ts").successor(
+        ordered_on="ts",
+        schema=None,
+        key_value_metadata={},
+        stats=stats_table(names, [1, 1, 1], pa.array(times), pa.array(times), stored_type),
+    )
+    replaced = pa.array(pd.to_datetime(["2024-01-02 12:00"]).as_unit("ns"))
+    window_stats = stats_table(["file_0002-2.parquet"], [2], replaced, replaced, new_type)
+    stats, file_names = _splice(snapshot, [(Window(1, 2, 0, 1), window_stats)], new_type)
+    assert file_names == [names[0], "file_0002-2.parquet", names[2]]
+    assert stats.schema == empty_stats(new_type).schema
+    assert stats.column("ordered_on_mins").to_pylist() == [
+        pd.Timestamp("2024-01-01"),
+        pd.Timestamp("2024-01-02 12:00"),
+        pd.Timestamp("2024-01-03"),
+    ]
+    assert stats.column("n_rows").to_pylist() == [1, 2, 1]
