@@ -431,6 +431,17 @@ class Context:
         """``n`` (a full-scale count of rows) at this run's scale, at least ``minimum``."""
         return max(minimum, round(n * self.factor))
 
+    def batches(self, size: int, count: int) -> tuple[int, int]:
+        """``count`` writes (or files) of ``size`` rows at full scale, as ``(size, count)`` here.
+
+        The count follows the scale and the size stays, down to the rows there are: a
+        write's cost depends on its size (an fsync weighs more on a small one), so ratios
+        measured at another scale stay comparable with the full run's.
+        """
+        total = self.scaled(size * count)
+        size = min(size, total)
+        return size, max(1, total // size)
+
     def workdir(self, scenario: str) -> Path:
         return fresh_dir(self.tmp / scenario)
 

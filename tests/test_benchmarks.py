@@ -58,6 +58,20 @@ def test_scenarios_run_and_save_their_figures(tmp_path: Path) -> None:
         assert "of CPU time over the run" in markdown
 
 
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [(10_000_000, (100_000, 100)), (500_000, (100_000, 5)), (20_000, (20_000, 1))],
+)
+def test_smaller_runs_append_fewer_chunks_of_the_full_runs_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, expected: tuple[int, int]
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks.common import Context, Recorder
+
+    ctx = Context(rows, True, 1, tmp_path, tmp_path, Recorder())
+    assert ctx.batches(100_000, 100) == expected
+
+
 @pytest.mark.slow
 def test_every_scenario_runs(tmp_path: Path) -> None:
     done = run_quick(

@@ -29,16 +29,15 @@ from oupsish import OrderedParquetDataset
 from oupsish.commit import fsync_path
 
 NAME = "append"
-TITLE = "100 chunks appended one write each, row_group_target_size=1M rows"
-N_CHUNKS = 100
+TITLE = "100 chunks of 100k rows appended one write each, row_group_target_size=1M rows"
+N_CHUNKS, CHUNK_ROWS, TARGET = 100, 100_000, 1_000_000
 
 
 def run(ctx: Context) -> None:
     rec = ctx.recorder
-    chunk_rows = ctx.scaled(100_000, 1_000)
-    target = ctx.scaled(1_000_000, 10_000)
-    frames = chunks(N_CHUNKS, chunk_rows)
-    n_rows = N_CHUNKS * chunk_rows
+    chunk_rows, n_chunks = ctx.batches(CHUNK_ROWS, N_CHUNKS)
+    frames = chunks(n_chunks, chunk_rows)
+    n_rows = n_chunks * chunk_rows
     n_bytes = sum(frame_bytes(frame) for frame in frames)
     work = ctx.workdir(NAME)
     ours_path, raw_path, disk_path = work / "ds", work / "raw", work / "disk"
@@ -46,7 +45,7 @@ def run(ctx: Context) -> None:
     def ours(encoding: dict[str, Any], fsync: bool = True) -> None:
         ds = OrderedParquetDataset(ours_path, ordered_on=ORDERED_ON, fsync=fsync)
         for frame in frames:
-            ds.write(df=frame, row_group_target_size=target, **encoding)
+            ds.write(df=frame, row_group_target_size=TARGET, **encoding)
 
     def raw(encoding: dict[str, Any], sync: bool = False) -> None:
         for i, frame in enumerate(frames):
@@ -143,17 +142,17 @@ def run(ctx: Context) -> None:
         )
         rec.detail(NAME, **{f"row_groups[{label}]": n_rgs})
 
-    # One write of all rows: oupsish splits it into row groups of `target` rows; pyarrow
+    # One write of all rows: oupsish splits it into row groups of TARGET rows; pyarrow
     # writes the same files.
     whole = pd.concat(frames, ignore_index=True)
 
     def ours_bulk() -> None:
         ds = OrderedParquetDataset(ours_path, ordered_on=ORDERED_ON)
-        ds.write(df=whole, row_group_target_size=target)
+        ds.write(df=whole, row_group_target_size=TARGET)
 
     def raw_bulk() -> None:
-        for i, start in enumerate(range(0, n_rows, target)):
-            part = whole.iloc[start : start + target]
+        for i, start in enumerate(range(0, n_rows, TARGET)):
+            part = whole.iloc[start : start + TARGET]
             pq.write_table(to_table(part), raw_path / f"part-{i:05d}.parquet", **DEFAULT_ENCODING)
 
     ours_s, raw_s = paired(
@@ -174,7 +173,7 @@ def run(ctx: Context) -> None:
     )
     if ctx.oups_python:
         found = ctx.predecessor(
-            "append", work / "oups", n_chunks=N_CHUNKS, chunk_rows=chunk_rows, target=target
+            "append", work / "oups", n_chunks=n_chunks, chunk_rows=chunk_rows, target=TARGET
         )
         theirs = n_rows / found["seconds"]
         rec.table(
@@ -187,7 +186,7 @@ def run(ctx: Context) -> None:
             ],
             [
                 [
-                    f"{N_CHUNKS} chunks x {chunk_rows:,} rows",
+                    f"{n_chunks} chunks x {chunk_rows:,} rows",
                     fmt(theirs, "rows/s"),
                     fmt(n_rows / append_s, "rows/s"),
                     f"{n_rows / append_s / theirs:.2f}",
@@ -197,10 +196,10 @@ def run(ctx: Context) -> None:
         rec.detail(NAME, predecessor=found)
     rec.note(
         NAME,
-        f"{N_CHUNKS} chunks x {chunk_rows:,} rows ({n_bytes / MB:.0f} MB in pandas); each write "
+        f"{n_chunks} chunks x {chunk_rows:,} rows ({n_bytes / MB:.0f} MB in pandas); each write "
         f"adds its own row group (no max_n_off_target_rgs), like pyarrow writing one file per "
-        f"chunk. 'one write of all rows' splits into {n_rows // target} row groups of "
-        f"{target:,} rows on both sides. oupsish fsyncs each file (durability); the "
+        f"chunk. 'one write of all rows' splits into row groups of {TARGET:,} rows "
+        f"on both sides ({-(-n_rows // TARGET)}). oupsish fsyncs each file (durability); the "
         "'+ fsync' baseline shows what that costs raw pyarrow. The 'durable ceiling' writes "
         "pyarrow's encoded files again, already in memory, with an fsync each: the disk's pace "
         "for durable writes; its ratio to raw pyarrow bounds what any durable append can reach.",

@@ -54,7 +54,7 @@ def _fastparquet() -> Any:
 
 def run(ctx: Context) -> None:
     rec = ctx.recorder
-    rg_rows = ctx.scaled(1_000_000, 10_000)
+    rg_rows, _ = ctx.batches(1_000_000, 10)  # files of the full run's size, fewer of them
     n_rows = ctx.rows
     parts = [
         make_frame(start, min(rg_rows, n_rows - start), seed=8)
