@@ -241,10 +241,10 @@ class Template:
     (fields or list items of integer or binary types), :meth:`compile` it, then
     :meth:`encode` it with the holes' values: only those are encoded again. A hole may be
     in several places (all take its value); one not found makes :meth:`compile` raise.
-    Placeholders are 9-byte varints and marked binaries that no number and no UTF-8 text
-    holds, but raw bytes elsewhere in the struct could: :meth:`compile` would then take
-    them for a hole, so check what the template encodes (``plain_encode`` compares whole
-    files with pyarrow's).
+    Placeholders are 9-byte varints, far above any count or size a footer holds, and
+    marked binaries that no UTF-8 text holds; but an integer of that value, or raw bytes
+    elsewhere in the struct, could: :meth:`compile` would then take them for a hole, so
+    check what the template encodes (``plain_encode`` compares whole files with pyarrow's).
     """
 
     def __init__(self) -> None:

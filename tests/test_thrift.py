@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from oupsish.thrift import (
@@ -341,8 +341,13 @@ def test_templates_encode_as_the_struct_with_their_values(
     template = Template()
     values: dict[Any, Any] = {}
     with_holes = _with_holes(value, STRUCT, template, values, data.draw)
+    original = encode(value)
+    # A value encoded as a placeholder's bytes is taken for its hole, as documented: the
+    # writers compare what their templates make with pyarrow's files instead. (Hypothesis
+    # draws constants found in the source, the placeholders' base among them.)
+    assume(not any(placeholder in original for placeholder in template._placeholders))
     template.compile(with_holes)
-    assert template.encode(values) == encode(value)
+    assert template.encode(values) == original
 
 
 def test_a_template_hole_takes_its_value_everywhere_and_must_be_there() -> None:
