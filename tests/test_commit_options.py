@@ -297,6 +297,8 @@ def test_an_interrupted_commit_waits_for_its_files_before_cleaning_up(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Python 3.12+ warns about forking a process with threads: that is the case tested.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_can_read_and_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The parent's background fsync, encoder and reader threads do not exist in a forked
     # child.

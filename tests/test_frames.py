@@ -24,7 +24,7 @@ COLUMN_KINDS: dict[str, Callable[[np.random.Generator, int], Any]] = {
     "bool": lambda rng, n: rng.random(n) < 0.5,
     "ns": lambda rng, n: np.where(
         rng.random(n) < 0.2,
-        np.datetime64("NaT"),
+        np.datetime64("NaT", "ns"),
         np.datetime64("2024-01-01", "ns") + rng.integers(0, 10**12, n).astype("m8[ns]"),
     ),
     "ms": lambda rng, n: (
