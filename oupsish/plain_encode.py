@@ -60,6 +60,10 @@ memory without compression: 0.29 ms instead of 0.21 ms at 1,000 rows, 0.33 inste
 0.35 at 5,000, 0.40 instead of 0.53 at 10,000)."""
 RUN_BYTES = 2**20
 """Pages of about this many bytes are compressed as one task on the encoder threads."""
+PAGES_LIKE_PYARROW = tuple(int(part) for part in pa.__version__.split(".")[:2]) >= (23, 0)
+"""Whether pyarrow cuts pages as this module does: every ``ROWS_PER_PAGE`` rows, which
+pyarrow does from version 23 on (before, by size only). With older versions this module
+writes nothing: every file is pyarrow's own."""
 CODECS = frozenset({"none", "snappy", "zstd", "gzip", "brotli"})
 """Codecs ``pyarrow.Codec`` compresses as Parquet pages are (its "lz4" is LZ4's frame format)."""
 
@@ -80,6 +84,8 @@ if hasattr(os, "register_at_fork"):
 
 def _eligible(table: pa.Table, compression: object, extra: dict[str, Any]) -> str | None:
     """Return the codec name if this module can write ``table``, else ``None``."""
+    if not PAGES_LIKE_PYARROW:
+        return None
     if compression is not None and not isinstance(compression, str):
         return None  # a codec per column
     codec = (compression or "none").lower()

@@ -68,6 +68,11 @@ def _pyarrow_bytes(table: pa.Table, codec: Any) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+# Tests of files this module writes; with pyarrow < 23 it writes none (tested at the end).
+writes_here = pytest.mark.skipif(
+    not plain_encode.PAGES_LIKE_PYARROW, reason="pyarrow < 23 cuts pages by size only"
+)
+
 THREADS = LazyPool(2, "test-plain-encode")
 real = pq.write_table
 
@@ -77,6 +82,7 @@ def _ours(table: pa.Table, codec: str, threads: LazyPool | None = None) -> bytes
     return None if pieces is None else b"".join(pieces)
 
 
+@writes_here
 @settings(max_examples=60, deadline=None)
 @given(
     kinds=st.lists(st.sampled_from(sorted(TYPES)), min_size=1, max_size=4),
@@ -119,6 +125,7 @@ def test_files_are_pyarrows_byte_for_byte(
     assert kept == thrift.decode(ours[-8 - size : -8])[0]
 
 
+@writes_here
 def test_schemas_differing_only_in_metadata_keep_their_own() -> None:
     # Schemas compare equal whatever their metadata: the forms must not be shared.
     values = pa.array(np.arange(30_000, dtype=np.int64))
@@ -130,6 +137,7 @@ def test_schemas_differing_only_in_metadata_keep_their_own() -> None:
     assert _ours(table, "none") == _pyarrow_bytes(table, "none")
 
 
+@writes_here
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 @pytest.mark.parametrize("run_bytes", [1, 300_000, 10**9])
 def test_pages_compressed_on_threads_come_in_order(
@@ -144,6 +152,7 @@ def test_pages_compressed_on_threads_come_in_order(
         assert _ours(table, codec, THREADS) == _pyarrow_bytes(table, codec)
 
 
+@writes_here
 def test_columns_in_many_chunks_are_written_as_one() -> None:
     # As the CSV reader gives them: pages span chunks, which are not combined (a copy).
     rng = np.random.default_rng(5)
@@ -156,6 +165,7 @@ def test_columns_in_many_chunks_are_written_as_one() -> None:
     assert _ours(table, "snappy") == _pyarrow_bytes(table, "snappy")
 
 
+@writes_here
 def test_nan_in_any_chunk_of_a_page_leaves_the_table_to_pyarrow() -> None:
     clean = pa.table({"nan_chunk": pa.array(np.arange(30_000, dtype=np.float64))})
     assert _ours(clean, "none") == _pyarrow_bytes(clean, "none")  # the form is now kept
@@ -163,6 +173,7 @@ def test_nan_in_any_chunk_of_a_page_leaves_the_table_to_pyarrow() -> None:
     assert _ours(pa.concat_tables([clean.slice(0, 5), with_nan, clean]), "none") is None
 
 
+@writes_here
 def test_pandas_metadata_is_kept() -> None:
     frame = pd.DataFrame({"t": pd.date_range("2026", periods=30_000, freq="s"), "x": 1.5})
     table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -212,6 +223,7 @@ def test_other_tables_and_options_are_left_to_pyarrow(
     assert read.cast(table.schema).to_pandas().equals(table.to_pandas())  # NaN equals NaN
 
 
+@writes_here
 def test_the_probe_is_made_once_per_schema_whatever_the_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -243,6 +255,7 @@ def test_a_probe_that_differs_turns_the_path_off(monkeypatch: pytest.MonkeyPatch
     assert bytes(parquet_io.encode(table, ParquetOptions("none"))) == _pyarrow_bytes(table, "none")
 
 
+@writes_here
 @pytest.mark.parametrize("compression", ["snappy", "none"])
 def test_dataset_files_are_pyarrows_without_its_encoder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
@@ -282,6 +295,7 @@ def test_pieces_reach_the_file_in_order(tmp_path: Path, batch_bytes: int) -> Non
     assert (tmp_path / "f").read_bytes() == b"".join(pieces)
 
 
+@writes_here
 def test_footers_written_here_are_not_decoded_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,6 +327,7 @@ def test_footers_written_here_are_not_decoded_again(
     assert decoded == []
 
 
+@writes_here
 def test_a_footer_kept_to_build_is_built_alike_by_threads_at_once() -> None:
     # The decoded form of a footer written here is built when first asked for; threads
     # asking at once may each build it, and must get equal structs.
@@ -333,3 +348,9 @@ def test_a_footer_kept_to_build_is_built_alike_by_threads_at_once() -> None:
     for thread in threads:
         thread.join()
     assert len(found) == 4 and all(footer == expected for footer in found)
+
+
+def test_with_pyarrow_before_23_every_file_is_pyarrows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plain_encode, "PAGES_LIKE_PYARROW", False)
+    table = pa.table({"v": pa.array(np.arange(30_000, dtype="int64"))})
+    assert plain_encode.encoded_pieces(table, "snappy", {}, None) is None
