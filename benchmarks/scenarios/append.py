@@ -198,8 +198,8 @@ def run(ctx: Context) -> None:
         NAME,
         f"{n_chunks} chunks x {chunk_rows:,} rows ({n_bytes / MB:.0f} MB in pandas); each write "
         f"adds its own row group (no max_n_off_target_rgs), like pyarrow writing one file per "
-        f"chunk. 'one write of all rows' splits into row groups of {TARGET:,} rows "
-        f"on both sides ({-(-n_rows // TARGET)}). oupsish fsyncs each file (durability); the "
+        f"chunk. 'one write of all rows' splits into {-(-n_rows // TARGET)} row group(s) of "
+        f"up to {TARGET:,} rows on both sides. oupsish fsyncs each file (durability); the "
         "'+ fsync' baseline shows what that costs raw pyarrow. The 'durable ceiling' writes "
         "pyarrow's encoded files again, already in memory, with an fsync each: the disk's pace "
         "for durable writes; its ratio to raw pyarrow bounds what any durable append can reach.",
