@@ -43,7 +43,6 @@ import os
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
@@ -304,7 +303,7 @@ class Transaction:
         self._known = known
         self._staged: list[Path] = []  # temporary files
         self._syncing: list[Future[None]] = []  # their writes or fsyncs, in the background
-        self._in_flight: deque[Future[None]] = deque()  # those of _syncing maybe not done
+        self._checked = 0  # the first _syncing futures, found done (or waited for) by stage()
         self._placed: list[Path] = []  # staged files already renamed to final names
         self._staged_metadata: Path | None = None  # the next metadata file, until renamed
         self._marker_sync: Future[None] | None = None  # the pending marker's fsync
@@ -397,12 +396,13 @@ class Transaction:
         self._staged.append(temporary)
         future = write(temporary, self._fsync, self._marker_is_durable)
         self._syncing.append(future)
-        self._in_flight.append(future)
-        while self._in_flight and (
-            len(self._in_flight) > MAX_FILES_IN_FLIGHT or self._in_flight[0].done()
+        while self._checked < len(self._syncing) and (
+            len(self._syncing) - self._checked > MAX_FILES_IN_FLIGHT
+            or self._syncing[self._checked].done()
         ):
             # Bounds the memory (and descriptors) of files not yet written or flushed.
-            error = self._in_flight.popleft().exception()
+            error = self._syncing[self._checked].exception()
+            self._checked += 1
             if error is not None:
                 raise error
         faults.checkpoint("after_data_file", temporary)
@@ -414,8 +414,7 @@ class Transaction:
         the wait is taken up again by ``__exit__``.
         """
         errors = [future.exception() for future in self._syncing]
-        self._syncing = []
-        self._in_flight.clear()
+        self._syncing, self._checked = [], 0
         for error in errors:
             if error is not None:
                 raise error
@@ -438,8 +437,7 @@ class Transaction:
                     break
                 except BaseException as error:  # the wait must end before the clean-up
                     interruption = interruption or error
-        self._syncing = []
-        self._in_flight.clear()
+        self._syncing, self._checked = [], 0
         return interruption
 
     def commit(self, snapshot: Snapshot) -> None:
